@@ -1,0 +1,1 @@
+"""BentoML services: the public front and the batching inference engine; no torch."""

@@ -1,0 +1,33 @@
+"""Service settings from environment variables; every default is documented in the README."""
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"RESNET_{name}", default)
+
+
+def _list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in _env(name, default).split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...] = field(default_factory=lambda: _list("MODELS", "shapes-resnet10:latest"))
+    providers: tuple[str, ...] = field(
+        default_factory=lambda: _list("PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
+    )
+    require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
+    ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
+    max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
+    max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "20")))
+    front_workers: int = field(default_factory=lambda: int(_env("FRONT_WORKERS", "1")))
+    max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
+    timeout_s: int = field(default_factory=lambda: int(_env("TIMEOUT_S", "30")))
+    max_pixels: int = field(default_factory=lambda: int(_env("MAX_PIXELS", "40000000")))
+    max_aspect: float = field(default_factory=lambda: float(_env("MAX_ASPECT", "20")))
+    max_images: int = field(default_factory=lambda: int(_env("MAX_IMAGES", "32")))
+
+
+SETTINGS = Settings()

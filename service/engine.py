@@ -1,0 +1,55 @@
+"""The inference engine: one worker owns the accelerator and batches requests across clients."""
+
+import logging
+import os
+
+import bentoml
+
+from . import catalog
+from .config import SETTINGS
+from .inference import Model, Runner
+from .metrics import BATCH_SIZE, INFERENCE_SECONDS
+
+log = logging.getLogger("resnet.engine")
+
+
+class Engine:
+    """Batchable API over lists of uint8 images; BentoML concatenates the lists of concurrent calls."""
+
+    def __init__(self) -> None:
+        threads = SETTINGS.ort_threads or os.cpu_count() or 1
+        models = {}
+        for tag in SETTINGS.models:
+            entry = catalog.load(tag)
+            models[entry.name] = Model(entry, SETTINGS.providers, threads, SETTINGS.require_gpu)
+        self.runner = Runner(models)
+        warmed = sum(m.warmup() for m in models.values())
+        log.warning(
+            "engine ready: %d model(s), %d shape buckets warmed, %d threads",
+            len(models),
+            warmed,
+            threads,
+        )
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def infer(self, requests: list[dict]) -> list[dict]:
+        return self.runner(requests, on_call=self._observe)
+
+    @staticmethod
+    def _observe(model: str, size: int, seconds: float) -> None:
+        BATCH_SIZE.labels(model=model).observe(size)
+        INFERENCE_SECONDS.labels(model=model).observe(seconds)
+
+    @bentoml.api
+    def providers(self) -> dict[str, str]:
+        return {name: m.provider for name, m in self.runner.models.items()}
+
+
+for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
+    setattr(Engine, f"model_{_i}", bentoml.models.BentoModel(_tag))
+
+Engine = bentoml.service(name="resnet-engine", workers=1, traffic={"timeout": SETTINGS.timeout_s})(Engine)

@@ -1,0 +1,111 @@
+"""onnxruntime sessions for the loaded models: batches grouped by shape, one call per group."""
+
+import logging
+import time
+from collections import defaultdict
+
+import numpy as np
+import onnxruntime as ort
+
+from .catalog import Entry
+
+log = logging.getLogger("resnet.engine")
+CUDA = "CUDAExecutionProvider"
+
+
+def buckets(pre: dict) -> list[tuple[int, int]]:
+    """Every (height, width) the policies can produce: the crop square and the ``full`` buckets."""
+    full = pre["full"]
+    short, cap, m = full["short_side"], full["max_long_side"], full["multiple"]
+    longs = range(short, cap + 1, m)
+    shapes = {(pre["crop"]["size"],) * 2} | {(short, n) for n in longs} | {(n, short) for n in longs}
+    return sorted(shapes)
+
+
+def make_session(path, providers: tuple[str, ...], threads: int, require_gpu: bool) -> ort.InferenceSession:
+    """A session on the first available provider of ``providers``; loud about any fallback."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    chosen = []
+    for p in providers:
+        if p == CUDA:  # shapes vary: heuristic algorithm choice instead of an exhaustive search per shape
+            chosen.append((CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}))
+        else:
+            chosen.append(p)
+    if CUDA in providers and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # no CUDA libraries on this host
+            log.debug("preload_dlls failed: %s", exc)
+    session = ort.InferenceSession(str(path), opts, providers=chosen)
+    active = session.get_providers()[0]
+    if CUDA in providers and active != CUDA:
+        if require_gpu:
+            raise RuntimeError(f"RESNET_REQUIRE_GPU=1 but CUDA is unavailable; onnxruntime chose {active}")
+        log.warning("!!! CUDA requested but unavailable: running %s on %s !!!", path, active)
+    return session
+
+
+class Model:
+    """One loaded model: its session, metadata and linear head (for class activation maps)."""
+
+    def __init__(self, entry: Entry, providers: tuple[str, ...], threads: int, require_gpu: bool) -> None:
+        self.entry, self.meta = entry, entry.meta
+        self.session = make_session(entry.path / "model.onnx", providers, threads, require_gpu)
+        self.provider = self.session.get_providers()[0]
+        self.weight, self.bias = entry.head()
+        log.warning("model %s (%s) on %s", entry.tag, self.meta["precision"], self.provider)
+
+    def warmup(self) -> int:
+        shapes = buckets(self.meta["preprocessing"])
+        for h, w in shapes:
+            self.session.run(["logits"], {"pixels": np.zeros((1, h, w, 3), np.uint8)})
+        return len(shapes)
+
+    def run(self, pixels: np.ndarray, want_embedding: bool, want_features: bool) -> dict[str, np.ndarray]:
+        names = ["logits"] + ["embedding"] * want_embedding + ["features"] * want_features
+        return dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
+
+    def cam(self, features: np.ndarray, cls: int) -> np.ndarray:
+        """Zhou et al. (2016): the class's fc weights applied to the last feature map, (h, w)."""
+        return np.tensordot(self.weight[cls], features, axes=(0, 0))
+
+
+class Runner:
+    """Runs a list of requests in as few onnxruntime calls as the shapes allow, in request order.
+
+    A request is ``{"model", "pixels" (H, W, 3) uint8, "embed": bool, "cam": int | None}``; ``cam``
+    is a class index, or -1 for the top class. Each result has ``logits`` and, when asked,
+    ``embedding``, ``cam`` and ``cam_class``, plus ``infer_ms`` and ``batch`` of its call.
+    """
+
+    def __init__(self, models: dict[str, Model]) -> None:
+        self.models = models
+
+    def __call__(self, requests: list[dict], on_call=None) -> list[dict]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[(r["model"], r["pixels"].shape)].append(i)
+        results: list[dict] = [{} for _ in requests]
+        for (name, _shape), idx in groups.items():
+            model = self.models[name]
+            batch = np.stack([requests[i]["pixels"] for i in idx])
+            want_cam = any(requests[i].get("cam") is not None for i in idx)
+            want_emb = any(requests[i].get("embed") for i in idx)
+            t = time.perf_counter()
+            out = model.run(batch, want_emb, want_cam)
+            seconds = time.perf_counter() - t
+            if on_call is not None:
+                on_call(name, len(idx), seconds)
+            for j, i in enumerate(idx):
+                res = {"logits": out["logits"][j], "infer_ms": seconds * 1e3, "batch": len(idx)}
+                if requests[i].get("embed"):
+                    res["embedding"] = out["embedding"][j]
+                if requests[i].get("cam") is not None:
+                    cls = int(out["logits"][j].argmax()) if requests[i]["cam"] < 0 else requests[i]["cam"]
+                    res["cam"], res["cam_class"] = model.cam(out["features"][j], cls), cls
+                results[i] = res
+        return results

@@ -1,0 +1,50 @@
+"""Pydantic response models: what every route answers, as documented in /docs.json."""
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class Timing(BaseModel):
+    preprocess_ms: float = Field(description="decode, orientation, colour mode and resize")
+    inference_ms: float = Field(description="queue + batching + onnxruntime, as seen by the front")
+    model_ms: float = Field(description="the onnxruntime call this image was part of")
+    batch_size: int = Field(description="images in that onnxruntime call")
+
+
+class Classification(BaseModel):
+    model: str
+    policy: str
+    predictions: list[Prediction]
+    original_size: tuple[int, int] = Field(description="(width, height) after EXIF orientation")
+    inferred_size: tuple[int, int] = Field(description="(width, height) the model saw")
+    timing: Timing
+
+
+class BatchClassification(BaseModel):
+    results: list[Classification]
+
+
+class Explanation(Classification):
+    class_index: int
+    class_label: str
+    peak: tuple[int, int] = Field(description="(x, y) of the map's maximum, in original image pixels")
+    heatmap_png: str = Field(description="base64 PNG: the map over the image the model saw")
+    cam: list[list[float]] | None = Field(None, description="the map, min-max normalised to [0, 1]")
+
+
+class Embedding(BaseModel):
+    model: str
+    dim: int
+    normalized: bool
+    embedding: list[float]
+    timing: Timing
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str

@@ -1,0 +1,245 @@
+"""The public HTTP API: decode and validate images, call the engine, label the answers.
+
+Serve with ``bentoml serve service.service:Classifier``; the engine runs as its own service.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import anyio
+import bentoml
+import numpy as np
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import catalog
+from .config import SETTINGS
+from .engine import Engine
+from .errors import ClientError
+from .metrics import PREPROCESS_SECONDS, REQUESTS
+from .preprocess import Limits, Prepared, prepare
+from .render import normalise, overlay_png, upsample
+from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
+
+log = logging.getLogger("resnet.front")
+POLICIES = ("crop", "full")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits.astype(np.float64) - logits.max())
+    return z / z.sum()
+
+
+def _error(exc: ClientError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@bentoml.service(
+    name="resnet-classifier",
+    workers=SETTINGS.front_workers,
+    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+)
+class Classifier:
+    """Front service: CPU workers that scale with cores; the engine batches behind them."""
+
+    engine = bentoml.depends(Engine)
+
+    def __init__(self) -> None:
+        self.entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}
+        self.default = next(iter(self.entries))
+        self._engine_ready = False
+
+    async def __is_ready__(self) -> bool:
+        """Ready once the engine answers, i.e. after every model and shape bucket is warm."""
+        if not self._engine_ready:
+            try:
+                await self.engine.to_async.providers()
+                self._engine_ready = True
+            except Exception:
+                return False
+        return True
+
+    # -- request handling shared by every route -------------------------------------------------
+
+    def _resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[catalog.Entry, str]:
+        name = model or self.default
+        if name not in self.entries:
+            raise ClientError(
+                404,
+                "unknown_model",
+                f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}",
+            )
+        entry = self.entries[name]
+        policy = policy or entry.meta["preprocessing"]["policy"]
+        if policy not in POLICIES:
+            raise ClientError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+        k = entry.meta["num_classes"]
+        if top_k is not None and not 1 <= top_k <= k:
+            raise ClientError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
+        return entry, policy
+
+    async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
+        limits = Limits(SETTINGS.max_pixels, SETTINGS.max_aspect, entry.meta["min_input_size"])
+        pre = entry.meta["preprocessing"]
+        t = time.perf_counter()
+        data = await anyio.Path(image).read_bytes()
+        prepared = await anyio.to_thread.run_sync(prepare, data, policy, pre, limits)
+        seconds = time.perf_counter() - t
+        PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
+        h, w = prepared.pixels.shape[:2]
+        REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
+        return prepared, seconds * 1e3
+
+    async def _infer(self, requests: list[dict]) -> tuple[list[dict], float]:
+        t = time.perf_counter()
+        results = await self.engine.to_async.infer(requests)
+        return results, (time.perf_counter() - t) * 1e3
+
+    def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:
+        probs = softmax(result["logits"])
+        order = np.argsort(-probs)[:top_k]
+        labels = entry.meta["labels"]
+        h, w = prepared.pixels.shape[:2]
+        return dict(
+            model=entry.name,
+            policy=policy,
+            predictions=[
+                Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order
+            ],
+            original_size=prepared.original,
+            inferred_size=(w, h),
+            timing=Timing(
+                preprocess_ms=pre_ms,
+                inference_ms=inf_ms,
+                model_ms=result["infer_ms"],
+                batch_size=result["batch"],
+            ),
+        )
+
+    async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
+        entry, policy = self._resolve(model, policy, top_k)
+        prepared = [await self._prepare(entry, policy, img) for img in images]
+        requests = [{"model": entry.name, "pixels": p.pixels} for p, _ in prepared]
+        results, inf_ms = await self._infer(requests)
+        return [
+            Classification(**self._classification(entry, policy, p, r, ms, inf_ms, top_k))
+            for (p, ms), r in zip(prepared, results, strict=True)
+        ]
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    @bentoml.api
+    async def classify(
+        self, image: Path, top_k: int = 5, model: str | None = None, policy: str | None = None
+    ) -> Classification:
+        """Labelled top-k for one image of any size."""
+        try:
+            return (await self._classify_many([image], top_k, model, policy))[0]
+        except ClientError as exc:
+            return _error(exc)
+
+    @bentoml.api
+    async def classify_batch(
+        self,
+        images: list[Path],
+        top_k: int = 5,
+        model: str | None = None,
+        policy: str | None = None,
+    ) -> BatchClassification:
+        """One result per image, in order."""
+        try:
+            if not 1 <= len(images) <= SETTINGS.max_images:
+                raise ClientError(
+                    400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}"
+                )
+            return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
+        except ClientError as exc:
+            return _error(exc)
+
+    @bentoml.api
+    async def explain(
+        self,
+        image: Path,
+        class_index: int | None = None,
+        include_map: bool = False,
+        top_k: int = 5,
+        model: str | None = None,
+        policy: str | None = None,
+    ) -> Explanation:
+        """Class activation map (Zhou et al., 2016) from the same forward pass as the prediction."""
+        try:
+            entry, policy = self._resolve(model, policy, top_k)
+            k = entry.meta["num_classes"]
+            if class_index is not None and not 0 <= class_index < k:
+                raise ClientError(
+                    400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}"
+                )
+            prepared, pre_ms = await self._prepare(entry, policy, image)
+            cam_req = -1 if class_index is None else class_index
+            (result,), inf_ms = await self._infer(
+                [{"model": entry.name, "pixels": prepared.pixels, "cam": cam_req}]
+            )
+            cam01 = normalise(result["cam"])
+            h, w = prepared.pixels.shape[:2]
+            y, x = np.unravel_index(np.argmax(upsample(cam01, (w, h))), (h, w))
+            return Explanation(
+                **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
+                class_index=result["cam_class"],
+                class_label=entry.meta["labels"][result["cam_class"]],
+                peak=prepared.to_original(x + 0.5, y + 0.5),
+                heatmap_png=overlay_png(prepared.pixels, cam01),
+                cam=cam01.round(4).tolist() if include_map else None,
+            )
+        except ClientError as exc:
+            return _error(exc)
+
+    @bentoml.api
+    async def embed(
+        self,
+        image: Path,
+        normalize: bool = True,
+        model: str | None = None,
+        policy: str | None = None,
+    ) -> Embedding:
+        """The pooled feature vector (the input of the linear head)."""
+        try:
+            entry, policy = self._resolve(model, policy, None)
+            prepared, pre_ms = await self._prepare(entry, policy, image)
+            (result,), inf_ms = await self._infer(
+                [{"model": entry.name, "pixels": prepared.pixels, "embed": True}]
+            )
+            vec = result["embedding"].astype(np.float64)
+            if normalize:
+                vec = vec / max(np.linalg.norm(vec), 1e-12)
+            timing = Timing(
+                preprocess_ms=pre_ms,
+                inference_ms=inf_ms,
+                model_ms=result["infer_ms"],
+                batch_size=result["batch"],
+            )
+            return Embedding(
+                model=entry.name,
+                dim=len(vec),
+                normalized=normalize,
+                embedding=vec.tolist(),
+                timing=timing,
+            )
+        except ClientError as exc:
+            return _error(exc)
+
+    @bentoml.api(route="/models")
+    async def models(self) -> list[dict]:
+        """Each loaded model's metadata, its parity report, and the provider it runs on."""
+        providers = await self.engine.to_async.providers()
+        return [{**e.meta, "tag": e.tag, "provider": providers.get(name)} for name, e in self.entries.items()]
+
+
+async def _get_models(request) -> JSONResponse:
+    return JSONResponse(await bentoml.get_current_service().models())
+
+
+# GET /models (the POST route above is BentoML's convention; people also expect a plain GET).
+_pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"])])
+Classifier.mount_asgi_app(_pages, path="/")
