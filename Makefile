@@ -7,7 +7,7 @@ PORT ?= 3000
 DEFAULT_MODEL := default_model/shapes-resnet10
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format train-default export-default bench clean
+.PHONY: serve test lint format train-default export-default loadtest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,7 +26,13 @@ serve: $(VENV)/.serve
 	$(BIN)/python -m export.store $(DEFAULT_MODEL) $(DEFAULT_MODEL)-int8
 	$(BIN)/bentoml serve service.service:Classifier --port $(PORT)
 
-test: $(VENV)/.dev
+# The browser test drives Debian's Chromium (Playwright's own browser download is not possible here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium
+
+test: $(VENV)/.dev $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.dev
@@ -37,6 +43,14 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Locust against HOST, or against a service it starts; non-zero exit when an SLO is missed.
+loadtest: $(VENV)/.dev
+	bash loadtest/run.sh
+
+# In-process and HTTP benchmarks side by side → BENCHMARKS.md and docs/*.png (~15 min on 2 cores).
+bench: $(VENV)/.dev
+	$(BIN)/python -m loadtest.bench
+
 # Retrain the embedded default model (~10 min on 2 cores), then re-export its ONNX files.
 train-default: $(VENV)/.dev
 	$(BIN)/python -m models.train_shapes
@@ -44,7 +58,7 @@ train-default: $(VENV)/.dev
 export-default: $(VENV)/.dev
 	$(BIN)/python -m export resnet10_shapes --weights default_model/weights.safetensors \
 	  --num-classes 6 --labels default_model/labels.txt --name shapes-resnet10 \
-	  --policy full --short-side 128 --max-long-side 384 --crop-resize 146 --crop-size 128 \
+	  --policy full --short-side 112 --max-long-side 336 --crop-resize 128 --crop-size 112 \
 	  --precision fp32 int8 --training-record default_model/training.json \
 	  --output default_model --no-store
 

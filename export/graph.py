@@ -19,9 +19,7 @@ class ServingGraph(nn.Module):
         super().__init__()
         self.model = model
         self.register_buffer("scale", 1 / (255 * torch.tensor(std).view(1, 3, 1, 1)))
-        self.register_buffer(
-            "shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1)
-        )
+        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift  # (B, 3, H, W)

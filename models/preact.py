@@ -22,9 +22,7 @@ class PreActBasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = (
-            nn.Conv2d(cin, planes, 1, stride, bias=False) if stride != 1 or cin != planes else None
-        )
+        self.shortcut = nn.Conv2d(cin, planes, 1, stride, bias=False) if stride != 1 or cin != planes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))

@@ -98,7 +98,9 @@ class ResNet(nn.Module):
     ``avg_down`` uses the ResNet-D projection shortcut (2×2 average pool, then a stride-1 1×1 conv);
     ``residual=False`` removes every skip connection (the "plain" nets of He et al.);
     ``stem_pool=False`` drops the max-pool (total stride 16, finer activation maps);
-    ``widths`` sets the per-stage planes for narrow variants.
+    ``widths`` sets the per-stage planes for narrow variants;
+    ``input_norm`` standardises each image per channel first (instance norm), which makes a net
+    trained from scratch indifferent to the colours of object and background.
     """
 
     def __init__(
@@ -113,11 +115,13 @@ class ResNet(nn.Module):
         stem_pool: bool = True,
         widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         in_chans: int = 3,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         self.groups, self.base_width = groups, width_per_group
         self.avg_down, self.residual = avg_down, residual
         self.inplanes = widths[0]
+        self.input_norm = nn.InstanceNorm2d(in_chans) if input_norm else nn.Identity()
         self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
@@ -150,9 +154,7 @@ class ResNet(nn.Module):
                     nn.BatchNorm2d(out_planes),
                 )
             else:
-                downsample = nn.Sequential(
-                    conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes)
-                )
+                downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
         common = dict(groups=self.groups, base_width=self.base_width, residual=self.residual)
         layers = [block(self.inplanes, planes, stride, downsample, **common)]
         self.inplanes = out_planes
@@ -161,7 +163,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature map (B, C, H/stride, W/stride): what class activation maps are made of."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.input_norm(x)))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def get_classifier(self) -> nn.Linear:
@@ -249,6 +251,6 @@ def plain34(**kw) -> ResNet:
 @register
 def resnet10_shapes(**kw) -> ResNet:
     """Narrow ResNet-10 (stride 16) behind the embedded default model; see models/train_shapes.py."""
-    model = _resnet(BasicBlock, [1, 1, 1, 1], widths=(16, 32, 64, 128), stem_pool=False, **kw)
-    model.default_input_size = 128
+    model = _resnet(BasicBlock, [1, 1, 1, 1], widths=(16, 32, 64, 128), stem_pool=False, input_norm=True, **kw)
+    model.default_input_size = 112
     return model

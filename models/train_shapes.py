@@ -3,7 +3,7 @@
     python -m models.train_shapes            # the committed run: ~10 min on 2 cores
 
 Images are drawn at random canvas sizes, then brought to the serving ``full`` policy's buckets
-(shorter side 128, longer side a multiple of 32, at most 384), so the model learns what the
+(shorter side 112, longer side a multiple of 32, at most 336), so the model learns what the
 service will show it; batches are grouped by bucket and randomly rescaled, so accuracy holds
 across input sizes.
 """
@@ -35,13 +35,13 @@ OUT = Path(__file__).resolve().parents[1] / "default_model"
 class TrainConfig:
     seed: int = 0
     train_samples: int = 24_000
-    epochs: int = 4
+    epochs: int = 7
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
-    short_side: int = 128
-    max_long_side: int = 384
+    short_side: int = 112
+    max_long_side: int = 336
     eval_per_band: int = 300
     threads: int = 2
 
@@ -67,10 +67,7 @@ def _make_chunk(args: tuple[TrainConfig, int, int]) -> list[tuple[np.ndarray, in
 def make_dataset(cfg: TrainConfig) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
     """Generate the training images in parallel, grouped by bucket shape."""
     chunk = 500
-    jobs = [
-        (cfg, i, min(chunk, cfg.train_samples - i * chunk))
-        for i in range(math.ceil(cfg.train_samples / chunk))
-    ]
+    jobs = [(cfg, i, min(chunk, cfg.train_samples - i * chunk)) for i in range(math.ceil(cfg.train_samples / chunk))]
     groups: dict[tuple[int, int], list[tuple[np.ndarray, int]]] = {}
     with Pool(cfg.threads) as pool:
         for items in tqdm(pool.imap(_make_chunk, jobs), total=len(jobs), desc="generate", unit="chunk"):
@@ -166,9 +163,7 @@ def train(cfg: TrainConfig, out: Path) -> dict:
 
 def main() -> None:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field, value in asdict(defaults).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value,
                             help=f"default {value}")  # fmt: skip

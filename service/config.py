@@ -20,6 +20,7 @@ class Settings:
     )
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
+    batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "20")))
     front_workers: int = field(default_factory=lambda: int(_env("FRONT_WORKERS", "1")))
@@ -28,6 +29,8 @@ class Settings:
     max_pixels: int = field(default_factory=lambda: int(_env("MAX_PIXELS", "40000000")))
     max_aspect: float = field(default_factory=lambda: float(_env("MAX_ASPECT", "20")))
     max_images: int = field(default_factory=lambda: int(_env("MAX_IMAGES", "32")))
+    max_body_bytes: int = field(default_factory=lambda: int(_env("MAX_BODY_BYTES", str(20 * 2**20))))
+    api_token: str = field(default_factory=lambda: _env("API_TOKEN", ""))
 
 
 SETTINGS = Settings()

@@ -90,13 +90,9 @@ def prepare(data: bytes, policy: str, pre: dict, limits: Limits) -> Prepared:
     img = open_image(data, limits)
     w, h = img.size
     if max(w, h) / min(w, h) > limits.max_aspect:
-        raise ClientError(
-            422, "bad_aspect_ratio", f"{w}×{h} is beyond the 1:{limits.max_aspect:g} aspect limit"
-        )
+        raise ClientError(422, "bad_aspect_ratio", f"{w}×{h} is beyond the 1:{limits.max_aspect:g} aspect limit")
     if min(w, h) < limits.min_side:
-        raise ClientError(
-            422, "image_too_small", f"{w}×{h} is below the model's minimum side {limits.min_side}"
-        )
+        raise ClientError(422, "image_too_small", f"{w}×{h} is below the model's minimum side {limits.min_side}")
     try:
         rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap sides
         original = (h, w) if rotated else (w, h)

@@ -11,13 +11,14 @@ import anyio
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from . import catalog
 from .config import SETTINGS
 from .engine import Engine
 from .errors import ClientError
+from .guard import Guard
 from .metrics import PREPROCESS_SECONDS, REQUESTS
 from .preprocess import Limits, Prepared, prepare
 from .render import normalise, overlay_png, upsample
@@ -105,9 +106,7 @@ class Classifier:
         return dict(
             model=entry.name,
             policy=policy,
-            predictions=[
-                Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order
-            ],
+            predictions=[Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order],
             original_size=prepared.original,
             inferred_size=(w, h),
             timing=Timing(
@@ -151,9 +150,7 @@ class Classifier:
         """One result per image, in order."""
         try:
             if not 1 <= len(images) <= SETTINGS.max_images:
-                raise ClientError(
-                    400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}"
-                )
+                raise ClientError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
             return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
         except ClientError as exc:
             return _error(exc)
@@ -173,14 +170,10 @@ class Classifier:
             entry, policy = self._resolve(model, policy, top_k)
             k = entry.meta["num_classes"]
             if class_index is not None and not 0 <= class_index < k:
-                raise ClientError(
-                    400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}"
-                )
+                raise ClientError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
             prepared, pre_ms = await self._prepare(entry, policy, image)
             cam_req = -1 if class_index is None else class_index
-            (result,), inf_ms = await self._infer(
-                [{"model": entry.name, "pixels": prepared.pixels, "cam": cam_req}]
-            )
+            (result,), inf_ms = await self._infer([{"model": entry.name, "pixels": prepared.pixels, "cam": cam_req}])
             cam01 = normalise(result["cam"])
             h, w = prepared.pixels.shape[:2]
             y, x = np.unravel_index(np.argmax(upsample(cam01, (w, h))), (h, w))
@@ -207,9 +200,7 @@ class Classifier:
         try:
             entry, policy = self._resolve(model, policy, None)
             prepared, pre_ms = await self._prepare(entry, policy, image)
-            (result,), inf_ms = await self._infer(
-                [{"model": entry.name, "pixels": prepared.pixels, "embed": True}]
-            )
+            (result,), inf_ms = await self._infer([{"model": entry.name, "pixels": prepared.pixels, "embed": True}])
             vec = result["embedding"].astype(np.float64)
             if normalize:
                 vec = vec / max(np.linalg.norm(vec), 1e-12)
@@ -240,6 +231,16 @@ async def _get_models(request) -> JSONResponse:
     return JSONResponse(await bentoml.get_current_service().models())
 
 
-# GET /models (the POST route above is BentoML's convention; people also expect a plain GET).
-_pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"])])
+async def _ui(request) -> FileResponse:
+    return FileResponse(Path(__file__).with_name("static") / "ui.html", media_type="text/html")
+
+
+# GET /models (the POST route above is BentoML's convention; people also expect a plain GET) and /ui.
+_pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route("/ui", _ui, methods=["GET"])])
 Classifier.mount_asgi_app(_pages, path="/")
+FORMS = {
+    api.route: (files := frozenset(api.input_spec.multipart_fields), frozenset(api.input_spec.model_fields) - files)
+    for api in Classifier.apis.values()
+    if api.input_spec.multipart_fields
+}
+Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token, forms=FORMS)

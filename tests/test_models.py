@@ -118,3 +118,10 @@ def test_pickled_code_is_refused(tmp_path) -> None:
     torch.save({"weights": object()}, path)
     with pytest.raises(models.CheckpointMismatch, match="not a readable torch checkpoint"):
         models.load_checkpoint(models.create("resnet18"), path)
+
+
+def test_readme_model_table_is_generated_from_the_registry() -> None:
+    from models.summary import table
+    from tests.conftest import ROOT
+
+    assert table() in (ROOT / "README.md").read_text(), "regenerate with: python -m models.summary"

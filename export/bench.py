@@ -1,0 +1,126 @@
+"""In-process benchmark: eager torch vs onnxruntime fp32 vs int8, and export cost of the largest net.
+
+    python -m export.bench OUT_DIR        (run by `make bench`; writes OUT_DIR/inprocess.json)
+
+Every figure is a median over repeated runs, all measured side by side in this one process.
+"""
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from tqdm import tqdm
+
+import models
+from models.shapes import sample
+
+from .graph import ServingGraph
+from .parity import images
+from .pipeline import ExportSpec, run
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "default_model"
+BATCHES = (1, 8, 32)
+
+
+def median_seconds(fn, runs: int = 5, min_time: float = 0.3) -> float:
+    """Median over ``runs`` of the mean time per call, each run at least ``min_time`` long."""
+    fn()  # warm-up
+    results = []
+    for _ in range(runs):
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_time or n == 0:
+            fn()
+            n += 1
+        results.append(elapsed / n)
+    return statistics.median(results)
+
+
+def session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def compare_engines(name: str, model: torch.nn.Module, onnx: dict[str, Path], size: int) -> list[dict]:
+    graph = ServingGraph(model).eval()
+    sessions = {p: session(f) for p, f in onnx.items()}
+    rows = []
+    for batch in tqdm(BATCHES, desc=f"{name} in-process", unit="batch size"):
+        x = images((batch, size, size))
+        tx = torch.from_numpy(x)
+        with torch.inference_mode():
+            times = {"torch": median_seconds(lambda tx=tx: graph(tx))}
+        for precision, sess in sessions.items():
+            times[f"onnxruntime {precision}"] = median_seconds(lambda s=sess, x=x: s.run(["logits"], {"pixels": x}))
+        for engine, seconds in times.items():
+            rows.append({"model": name, "engine": engine, "batch": batch, "size": size,
+                         "ms_per_batch": seconds * 1e3, "images_per_s": batch / seconds})  # fmt: skip
+    return rows
+
+
+def agreement(fp32: Path, int8: Path, n: int = 400) -> float:
+    """Top-1 agreement of int8 with fp32 on fresh default-model test images."""
+    rng = np.random.default_rng(2718)
+    a, b = session(fp32), session(int8)
+    same = 0
+    for _ in range(n):
+        x = np.asarray(sample(rng, size=(int(rng.integers(112, 337)), 112)).image)[None]
+        same += int(a.run(["logits"], {"pixels": x})[0].argmax() == b.run(["logits"], {"pixels": x})[0].argmax())
+    return same / n
+
+
+def export_cost(variant: str, work: Path) -> dict:
+    """Wall time and peak resident memory of one CLI export, in a child process."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "export", variant, "--random-init", "--no-store", "--output", str(work)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"variant": variant, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_kb / 1024}
+
+
+def export_float_input(model: torch.nn.Module, path: Path) -> None:
+    """A plain float NCHW graph, for the naive baseline service that normalises in numpy."""
+    dims = {0: torch.export.Dim.DYNAMIC}
+    torch.onnx.export(model, (torch.randn(2, 3, 224, 224),), dynamo=True, input_names=["input"],
+                      dynamic_shapes={"x": dims}).save(str(path))  # fmt: skip
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "models"
+    if not (work / "resnet50-int8" / "model.onnx").is_file():
+        run(ExportSpec(variant="resnet50", random_init=True, precisions=("fp32", "int8"), output=work,
+                       to_store=False, parity_shapes=[(1, 224, 224), (2, 224, 224)]))  # fmt: skip
+    r50 = models.create("resnet50").eval()  # timing only: its weights need not be the exported ones
+    if not (work / "resnet50-float.onnx").is_file():
+        export_float_input(r50, work / "resnet50-float.onnx")
+    shapes = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6), DEFAULT / "weights.safetensors")
+    rows = compare_engines("resnet50", r50, {"fp32": work / "resnet50" / "model.onnx",
+                                             "int8": work / "resnet50-int8" / "model.onnx"}, 224)  # fmt: skip
+    default = {
+        "fp32": DEFAULT / "shapes-resnet10" / "model.onnx",
+        "int8": DEFAULT / "shapes-resnet10-int8" / "model.onnx",
+    }
+    rows += compare_engines("shapes-resnet10", shapes.eval(), default, 112)
+    result = {
+        "rows": rows,
+        "int8_agreement_default": agreement(default["fp32"], default["int8"]),
+        "export_cost": export_cost("wide_resnet101_2", out / "export-cost"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+    }
+    (out / "inprocess.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'inprocess.json'}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "reports/bench"))

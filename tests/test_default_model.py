@@ -1,0 +1,129 @@
+"""The embedded default model: accurate at every size, in torch and in the shipped ONNX files."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from export.pipeline import ExportSpec, run
+from models.shapes import BANDS, CLASSES, sample, sample_in_band
+from models.train_shapes import TrainConfig, normalise, to_bucket, train
+from service.catalog import Entry
+from service.inference import Model, Runner
+from service.preprocess import Limits, prepare
+from tests.conftest import ROOT
+
+FOLDER = ROOT / "default_model"
+PER_BAND = 150
+TEST_SEED = 31337  # never used in training (training: seed 0 and 0 + 10000)
+
+
+def entry(name: str) -> Entry:
+    path = FOLDER / name
+    return Entry(name, path, json.loads((path / "model.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def test_set() -> list:
+    rng = np.random.default_rng(TEST_SEED)
+    return [(band, sample_in_band(rng, band, label=i % len(CLASSES))) for band in BANDS for i in range(PER_BAND)]
+
+
+@pytest.fixture(scope="module")
+def onnx_models() -> dict[str, Model]:
+    return {
+        n: Model(entry(n), ("CPUExecutionProvider",), 2, False) for n in ("shapes-resnet10", "shapes-resnet10-int8")
+    }
+
+
+def bmp(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="BMP")
+    return buf.getvalue()
+
+
+def accuracy_by_band(predicted: list[int], test_set) -> dict:
+    hits: dict = {}
+    for (band, s), p in zip(test_set, predicted, strict=True):
+        hits.setdefault(band, []).append(p == s.label)
+    report = {band: float(np.mean(h)) for band, h in hits.items()}
+    report["overall"] = float(np.mean([p == s.label for (_, s), p in zip(test_set, predicted, strict=True)]))
+    return report
+
+
+def check(report: dict) -> None:
+    assert report["overall"] >= 0.98, report
+    for band in BANDS:
+        assert report[band] >= 0.95, (band, report)
+
+
+def test_weights_are_small_and_recorded() -> None:
+    assert (FOLDER / "weights.safetensors").stat().st_size < 5e6
+    record = json.loads((FOLDER / "training.json").read_text())
+    assert record["accuracy"]["overall"] >= 0.98 and record["command"].startswith("python -m models.train_shapes")
+    meta = entry("shapes-resnet10").meta
+    assert meta["trained"] is True and meta["training"]["accuracy"] == record["accuracy"]
+    assert meta["labels"] == list(CLASSES)
+
+
+@torch.no_grad()
+def test_torch_accuracy_in_every_size_band(test_set) -> None:
+    model = models.create("resnet10_shapes", num_classes=len(CLASSES)).eval()
+    models.load_checkpoint(model, FOLDER / "weights.safetensors")
+    cfg = TrainConfig()
+    predicted = [int(model(normalise(torch.from_numpy(to_bucket(s, cfg))[None])).argmax()) for _, s in test_set]
+    check(accuracy_by_band(predicted, test_set))
+
+
+def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
+    pre = onnx_models["shapes-resnet10"].meta["preprocessing"]
+    limits = Limits(min_side=16)
+    prepared = [prepare(bmp(s.image), "full", pre, limits) for _, s in test_set]
+    runner = Runner(onnx_models)
+    fp32 = runner([{"model": "shapes-resnet10", "pixels": p.pixels, "cam": -1} for p in prepared])
+    int8 = runner([{"model": "shapes-resnet10-int8", "pixels": p.pixels} for p in prepared])
+    top_fp32 = [int(r["logits"].argmax()) for r in fp32]
+    top_int8 = [int(r["logits"].argmax()) for r in int8]
+    check(accuracy_by_band(top_fp32, test_set))
+    assert np.mean(np.equal(top_fp32, top_int8)) >= 0.99, "int8 agrees with fp32 on ≥ 99 % of images"
+    hits = []
+    for (_, s), p, r in zip(test_set, prepared, fp32, strict=True):
+        cam = r["cam"]
+        y, x = np.unravel_index(cam.argmax(), cam.shape)
+        stride = p.pixels.shape[0] / cam.shape[0]
+        px, py = p.to_original((x + 0.5) * stride, (y + 0.5) * stride)
+        hits.append(s.box[0] <= px < s.box[2] and s.box[1] <= py < s.box[3])
+    assert np.mean(hits) >= 0.9, f"CAM peak inside the box on {np.mean(hits):.1%} of images"
+
+
+def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
+    meta = onnx_models["shapes-resnet10"].meta
+    spec = ExportSpec(variant="resnet10_shapes", weights=FOLDER / "weights.safetensors", num_classes=6,
+                      name="shapes-resnet10", parity_shapes=[(1, 112, 112), (2, 112, 224)],
+                      output=tmp_path, to_store=False)  # fmt: skip
+    (folder,) = run(spec)
+    fresh = Model(
+        Entry("fresh", folder, json.loads((folder / "model.json").read_text())),
+        ("CPUExecutionProvider",),
+        2,
+        False,
+    )
+    rng = np.random.default_rng(1)
+    for size in [(112, 112), (112, 336), (224, 112)]:
+        x = np.stack([np.asarray(sample(rng, size=size[::-1]).image) for _ in range(3)])
+        a = onnx_models["shapes-resnet10"].run(x, True, True)
+        b = fresh.run(x, True, True)
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5)
+    assert meta["preprocessing"]["policy"] == "full" and meta["parity"]["worst"]["top1"] == 1.0
+
+
+def test_training_runs_end_to_end_on_a_tiny_budget(tmp_path) -> None:
+    cfg = TrainConfig(train_samples=96, epochs=1, batch_size=16, eval_per_band=3)
+    record = train(cfg, tmp_path)
+    assert (tmp_path / "weights.safetensors").is_file() and set(record["accuracy"]) >= {"overall", "48-96"}
+    model = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6), tmp_path / "weights.safetensors")
+    assert model.fc.out_features == 6

@@ -1,0 +1,123 @@
+"""Export: every variant's ONNX matches eager torch; the CLI's options, refusals and model store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import models
+from export.parity import TOLERANCE, default_shapes, images, session
+from export.pipeline import ExportError, ExportSpec, run
+from tests.conftest import ROOT
+
+CIFAR = {"preact_resnet164", "preact_resnet1001", "wrn28_10"}
+TINY_ARCH = ["--arch", "resnet", "--block", "basic", "--layers", "1,1,1,1"]
+
+
+def _small_shapes(name: str) -> list[tuple[int, int, int]]:
+    if name in CIFAR:
+        return [(1, 32, 32), (3, 24, 40), (1, 45, 37)]
+    return [(1, 64, 64), (3, 61, 97), (1, 96, 128)]
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
+    spec = ExportSpec(variant=name, random_init=True, num_classes=10, parity_shapes=_small_shapes(name),
+                      output=tmp_path, to_store=False)  # fmt: skip
+    (folder,) = run(spec)
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["trained"] is False and meta["architecture"] == name
+    assert meta["parity"]["worst"]["max_rel"] <= TOLERANCE["fp32"]
+    assert meta["parity"]["worst"]["top1"] == 1.0
+    assert [r["shape"] for r in meta["parity"]["shapes"]] == [list(s) for s in _small_shapes(name)]
+
+
+def test_default_parity_shapes_cover_the_required_cases() -> None:
+    shapes = default_shapes(224)
+    assert len(shapes) >= 5
+    assert any(b > 1 for b, _, _ in shapes)
+    assert any(h != w for _, h, w in shapes)
+    assert any(h % 32 or w % 32 for _, h, w in shapes)
+    assert any(max(h, w) >= 512 for _, h, w in shapes)
+
+
+def cli(*args: str, home, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_cli_end_to_end(tmp_path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"thing {i}" for i in range(4)) + "\n")
+    proc = cli("resnet18", "--random-init", "--num-classes", "4", "--labels", str(labels), "--name", "r18",
+               "--precision", "fp32", "fp16", "int8", "--policy", "full", "--output", str(out), home=home,
+               check=True)  # fmt: skip
+    for stage in ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "save"):
+        assert stage in proc.stderr
+    for entry, precision in (("r18", "fp32"), ("r18-fp16", "fp16"), ("r18-int8", "int8")):
+        meta = json.loads((out / entry / "model.json").read_text())
+        assert meta["precision"] == precision and meta["labels"][3] == "thing 3"
+        assert meta["preprocessing"]["policy"] == "full" and meta["trained"] is False
+        assert len(meta["parity"]["shapes"]) == 5
+        assert (home / "models" / entry).is_dir(), "saved to the BentoML model store"
+    proto = onnx.load(str(out / "r18" / "model.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 18
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, True, True, False], "batch, height, width dynamic"
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in proto.graph.output] == ["logits", "embedding", "features"]
+    fp16 = json.loads((out / "r18-fp16" / "model.json").read_text())["parity"]["worst"]
+    assert fp16["max_rel"] <= TOLERANCE["fp16"]
+    sess = session(out / "r18-int8" / "model.onnx")
+    logits = sess.run(["logits"], {"pixels": images((2, 77, 141))})[0]
+    assert logits.shape == (2, 4) and np.isfinite(logits).all()
+
+
+def test_cli_help_documents_every_option() -> None:
+    proc = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
+    for option in ("--weights", "--num-classes", "--labels", "--name", "--precision", "--opset", "--policy",
+                   "--random-init", "--arch", "--groups", "--width-per-group", "--output"):  # fmt: skip
+        assert option in proc.stdout
+
+
+def test_cli_ad_hoc_architecture(tmp_path) -> None:
+    cli(*TINY_ARCH[:4], "bottleneck", "--layers", "1,1,1,1", "--groups", "32", "--width-per-group", "4",
+        "--random-init", "--num-classes", "3", "--name", "adhoc", "--output", str(tmp_path / "out"),
+        home=tmp_path / "home", check=True)  # fmt: skip
+    meta = json.loads((tmp_path / "out" / "adhoc" / "model.json").read_text())
+    assert json.loads(meta["architecture"])["groups"] == 32
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["resnet18"], 2, "no --weights given"),
+        (["resnet51", "--random-init"], 2, "unknown model 'resnet51'"),
+        (["resnet18", "--weights", "missing.pth"], 3, "checkpoint not found"),
+        ([*TINY_ARCH, "--random-init", "--tolerance", "1e-15"], 4, "fp32 parity failed"),
+        (["resnet18", "--random-init", "--opset", "17"], 2, "below 18"),
+    ],
+)
+def test_cli_refusals(tmp_path, args, code, message) -> None:
+    proc = cli(*args, "--output", str(tmp_path / "out"), home=tmp_path / "home")
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "models").exists()
+
+
+def test_mismatched_weights_are_refused(tmp_path) -> None:
+    path = tmp_path / "r18.safetensors"
+    models.save_checkpoint(models.create("resnet18", num_classes=5), path)
+    with pytest.raises(ExportError, match=r"shape: fc\.weight") as info:
+        run(ExportSpec(variant="resnet18", weights=path, num_classes=7, to_store=False))
+    assert info.value.code == 3
