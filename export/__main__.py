@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-long-side", type=int, help="full policy: cap on the longer side (default 3×short)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE["fp32"], help="fp32 max relative logit error")
     p.add_argument("--calibration-dir", type=Path, help="int8: folder of calibration images (default: shapes)")
-    p.add_argument("--calibration-images", type=int, default=64, help="int8: images to calibrate on")
+    p.add_argument("--calibration-images", type=int, default=256, help="int8: images to calibrate on (256)")
     p.add_argument("--training-record", type=Path, help="JSON stored as the model's 'training' metadata")
     p.add_argument("--output", type=Path, help="also write <name>[-precision]/model.onnx + model.json here")
     p.add_argument("--no-store", action="store_true", help="do not write to the BentoML model store")

@@ -54,7 +54,7 @@ class ExportSpec:
     parity_shapes: list[tuple[int, int, int]] | None = None
     tolerance: float = TOLERANCE["fp32"]
     calibration_dir: Path | None = None
-    calibration_images: int = 64
+    calibration_images: int = 256
     training_record: dict | None = None
     output: Path | None = None
     to_store: bool = True

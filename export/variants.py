@@ -39,6 +39,8 @@ def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        nodes = onnx.load(str(pre)).graph.node
+        first_conv = next(i for i, n in enumerate(nodes) if n.op_type == "Conv")
         quantize_static(
             str(pre),
             str(dst),
@@ -49,5 +51,7 @@ def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add", "MaxPool", "GlobalAveragePool"],
             calibrate_method=CalibrationMethod.MinMax,
+            # the in-graph preprocessing (cast, normalise, any per-image standardisation) stays float
+            nodes_to_exclude=[n.name for n in nodes[:first_conv]],
         )
     onnx.checker.check_model(onnx.load(str(dst)), full_check=True)

@@ -92,6 +92,22 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
+class Standardize(nn.Module):
+    """Per-image, per-channel zero mean and unit variance: ``InstanceNorm2d`` without parameters.
+
+    Means are taken over rows, then over columns: onnxruntime sums naively, and a single sum over
+    a megapixel loses digits that torch's cascaded sum keeps.
+    """
+
+    @staticmethod
+    def _mean(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(3, keepdim=True).mean(2, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - self._mean(x)
+        return x * torch.rsqrt(self._mean(x * x) + 1e-5)
+
+
 class ResNet(nn.Module):
     """ImageNet ResNet: 7×7 stem, four stages, global average pooling, linear head.
 
@@ -121,7 +137,7 @@ class ResNet(nn.Module):
         self.groups, self.base_width = groups, width_per_group
         self.avg_down, self.residual = avg_down, residual
         self.inplanes = widths[0]
-        self.input_norm = nn.InstanceNorm2d(in_chans) if input_norm else nn.Identity()
+        self.input_norm = Standardize() if input_norm else nn.Identity()
         self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)

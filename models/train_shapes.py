@@ -3,7 +3,7 @@
     python -m models.train_shapes            # the committed run: ~10 min on 2 cores
 
 Images are drawn at random canvas sizes, then brought to the serving ``full`` policy's buckets
-(shorter side 112, longer side a multiple of 32, at most 336), so the model learns what the
+(shorter side 112, longer side 112 + k·32, at most 336), so the model learns what the
 service will show it; batches are grouped by bucket and randomly rescaled, so accuracy holds
 across input sizes.
 """
@@ -47,9 +47,8 @@ class TrainConfig:
 
 
 def bucket(w: int, h: int, short: int, max_long: int) -> tuple[int, int]:
-    """The ``full`` policy: shorter side to ``short``, longer side to a multiple of 32, capped."""
-    scale = short / min(w, h)
-    long = min(max_long, max(short, 32 * round(max(w, h) * scale / 32)))
+    """The ``full`` policy: shorter side to ``short``, longer side to ``short`` + k·32, capped."""
+    long = min(max_long, short + 32 * round((max(w, h) * short / min(w, h) - short) / 32))
     return (long, short) if w >= h else (short, long)
 
 

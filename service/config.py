@@ -22,7 +22,7 @@ class Settings:
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
-    max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "20")))
+    max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
     front_workers: int = field(default_factory=lambda: int(_env("FRONT_WORKERS", "1")))
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
     timeout_s: int = field(default_factory=lambda: int(_env("TIMEOUT_S", "30")))

@@ -52,4 +52,12 @@ class Engine:
 for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
     setattr(Engine, f"model_{_i}", bentoml.models.BentoModel(_tag))
 
-Engine = bentoml.service(name="resnet-engine", workers=1, traffic={"timeout": SETTINGS.timeout_s})(Engine)
+# BentoML's client recycles its connection session every `max_requests` calls (default 100) and
+# cuts the calls still in flight on the old one: above ~100 concurrent requests they failed with
+# "Server disconnected". The session is recycled once a day instead.
+Engine = bentoml.service(
+    name="resnet-engine",
+    workers=1,
+    traffic={"timeout": SETTINGS.timeout_s},
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 86_400.0},
+)(Engine)

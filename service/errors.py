@@ -1,8 +1,8 @@
-"""Client errors with a status and a JSON body ``{error, detail}``; nothing internal leaks."""
+"""Errors with an HTTP status and a JSON body ``{error, detail}``; nothing internal leaks."""
 
 
-class ClientError(Exception):
-    """Raised for bad input; the front service turns it into a 4xx JSON response."""
+class ApiError(Exception):
+    """Raised for bad input (4xx) or an unavailable engine (503); the front turns it into JSON."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(detail)

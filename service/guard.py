@@ -9,6 +9,7 @@ import hmac
 import json
 
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
@@ -44,8 +45,10 @@ async def check_form(scope, body: bytes, form: Form, max_fields: int) -> tuple[s
         return "bad_request", f"send {need}"
     try:
         parsed = await Request(scope, _replay(body)).form(max_files=max_fields, max_fields=max_fields)
+    except MultiPartException as exc:
+        return "bad_form", f"the multipart body could not be parsed: {exc.message}"
     except Exception:
-        return "bad_form", f"the multipart body could not be parsed (at most {max_fields} fields)"
+        return "bad_form", "the multipart body could not be parsed"
     try:
         unknown = sorted(set(parsed.keys()) - files - plain)
         if unknown:
@@ -103,4 +106,37 @@ class Guard:
             problem = await check_form(scope, body, form, self.max_fields)
             if problem:
                 return await _reply(send, 400, *problem)
-        await self.app(scope, _replay(body), send)
+        await self.app(scope, _replay(body), _plain_validation_errors(send))
+
+
+def _plain_validation_errors(send):
+    """Rewrite BentoML's 400 bodies (pydantic error lists) into ``{error, detail}`` with a sentence."""
+    held: dict | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            held = message
+            return
+        if held is None:
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        try:
+            parsed = json.loads(body)
+            problems = parsed["detail"]
+            if isinstance(problems, list):
+                detail = "; ".join(
+                    f"{'.'.join(map(str, p.get('loc', []))) or 'body'}: {p.get('msg')}" for p in problems
+                )
+                body = json.dumps({"error": "bad_parameter", "detail": detail}).encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+        await send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped

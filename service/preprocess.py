@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ClientError
+from .errors import ApiError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before decoding
@@ -39,22 +39,22 @@ class Prepared:
 def open_image(data: bytes, limits: Limits) -> Image.Image:
     """Identify and size-check from the header, before any pixel is decoded."""
     if not data:
-        raise ClientError(400, "empty_image", "the image field is empty")
+        raise ApiError(400, "empty_image", "the image field is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Exception:
-        raise ClientError(
+        raise ApiError(
             415,
             "unsupported_image",
             f"not a decodable image; accepted formats: {', '.join(FORMATS)}",
         ) from None
     w, h = img.size
     if w * h > limits.max_pixels:
-        raise ClientError(413, "image_too_large", f"{w}×{h} exceeds the {limits.max_pixels:,}-pixel limit")
+        raise ApiError(413, "image_too_large", f"{w}×{h} exceeds the {limits.max_pixels:,}-pixel limit")
     if w < 1 or h < 1:
-        raise ClientError(422, "image_too_small", f"{w}×{h} has no pixels")
+        raise ApiError(422, "image_too_small", f"{w}×{h} has no pixels")
     return img
 
 
@@ -74,14 +74,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def target_size(w: int, h: int, policy: str, pre: dict) -> tuple[tuple[int, int], tuple[int, int] | None]:
-    """(resize to (w, h), then centre crop (w, h) or None) for a ``policy`` of a model's metadata."""
+    """(resize to (w, h), then centre crop (w, h) or None) for a ``policy`` of a model's metadata.
+
+    ``full`` buckets: shorter side ``short_side``, longer side ``short_side`` + k·``multiple``, capped.
+    """
     if policy == "crop":
         resize, size = pre["crop"]["resize"], pre["crop"]["size"]
         scale = resize / min(w, h)
         return (max(size, round(w * scale)), max(size, round(h * scale))), (size, size)
     full = pre["full"]
     short, cap, m = full["short_side"], full["max_long_side"], full["multiple"]
-    long = min(cap, max(short, m * round(max(w, h) * short / min(w, h) / m)))
+    long = min(cap, short + m * round((max(w, h) * short / min(w, h) - short) / m))
     return ((long, short) if w >= h else (short, long)), None
 
 
@@ -90,9 +93,9 @@ def prepare(data: bytes, policy: str, pre: dict, limits: Limits) -> Prepared:
     img = open_image(data, limits)
     w, h = img.size
     if max(w, h) / min(w, h) > limits.max_aspect:
-        raise ClientError(422, "bad_aspect_ratio", f"{w}×{h} is beyond the 1:{limits.max_aspect:g} aspect limit")
+        raise ApiError(422, "bad_aspect_ratio", f"{w}×{h} is beyond the 1:{limits.max_aspect:g} aspect limit")
     if min(w, h) < limits.min_side:
-        raise ClientError(422, "image_too_small", f"{w}×{h} is below the model's minimum side {limits.min_side}")
+        raise ApiError(422, "image_too_small", f"{w}×{h} is below the model's minimum side {limits.min_side}")
     try:
         rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap sides
         original = (h, w) if rotated else (w, h)
@@ -102,7 +105,7 @@ def prepare(data: bytes, policy: str, pre: dict, limits: Limits) -> Prepared:
         img = to_rgb(ImageOps.exif_transpose(img))
         resized = img.resize(size, Image.BILINEAR)
     except Exception:
-        raise ClientError(422, "corrupt_image", "the image data is truncated or corrupt") from None
+        raise ApiError(422, "corrupt_image", "the image data is truncated or corrupt") from None
     left = top = 0
     if crop is not None:
         left, top = (size[0] - crop[0]) // 2, (size[1] - crop[1]) // 2

@@ -32,7 +32,7 @@ class BatchClassification(BaseModel):
 class Explanation(Classification):
     class_index: int
     class_label: str
-    peak: tuple[int, int] = Field(description="(x, y) of the map's maximum, in original image pixels")
+    peak: tuple[int, int] = Field(description="(x, y) of the map's peak region, in original image pixels")
     heatmap_png: str = Field(description="base64 PNG: the map over the image the model saw")
     cam: list[list[float]] | None = Field(None, description="the map, min-max normalised to [0, 1]")
 

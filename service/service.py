@@ -17,11 +17,11 @@ from starlette.routing import Route
 from . import catalog
 from .config import SETTINGS
 from .engine import Engine
-from .errors import ClientError
+from .errors import ApiError
 from .guard import Guard
 from .metrics import PREPROCESS_SECONDS, REQUESTS
 from .preprocess import Limits, Prepared, prepare
-from .render import normalise, overlay_png, upsample
+from .render import normalise, overlay_png, peak
 from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
 
 log = logging.getLogger("resnet.front")
@@ -33,8 +33,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
-def _error(exc: ClientError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+def _error(exc: ApiError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 @bentoml.service(
@@ -67,7 +68,7 @@ class Classifier:
     def _resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[catalog.Entry, str]:
         name = model or self.default
         if name not in self.entries:
-            raise ClientError(
+            raise ApiError(
                 404,
                 "unknown_model",
                 f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}",
@@ -75,10 +76,10 @@ class Classifier:
         entry = self.entries[name]
         policy = policy or entry.meta["preprocessing"]["policy"]
         if policy not in POLICIES:
-            raise ClientError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+            raise ApiError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
         k = entry.meta["num_classes"]
         if top_k is not None and not 1 <= top_k <= k:
-            raise ClientError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
+            raise ApiError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
         return entry, policy
 
     async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
@@ -95,7 +96,13 @@ class Classifier:
 
     async def _infer(self, requests: list[dict]) -> tuple[list[dict], float]:
         t = time.perf_counter()
-        results = await self.engine.to_async.infer(requests)
+        try:
+            results = await self.engine.to_async.infer(requests)
+        except Exception:  # the engine shed load (its queue is full) or is restarting
+            log.warning("engine call failed for %d image(s)", len(requests), exc_info=True)
+            raise ApiError(
+                503, "overloaded", "the inference engine is at capacity or restarting; retry shortly"
+            ) from None
         return results, (time.perf_counter() - t) * 1e3
 
     def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:
@@ -136,7 +143,7 @@ class Classifier:
         """Labelled top-k for one image of any size."""
         try:
             return (await self._classify_many([image], top_k, model, policy))[0]
-        except ClientError as exc:
+        except ApiError as exc:
             return _error(exc)
 
     @bentoml.api
@@ -150,9 +157,9 @@ class Classifier:
         """One result per image, in order."""
         try:
             if not 1 <= len(images) <= SETTINGS.max_images:
-                raise ClientError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
+                raise ApiError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
             return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
-        except ClientError as exc:
+        except ApiError as exc:
             return _error(exc)
 
     @bentoml.api
@@ -170,22 +177,23 @@ class Classifier:
             entry, policy = self._resolve(model, policy, top_k)
             k = entry.meta["num_classes"]
             if class_index is not None and not 0 <= class_index < k:
-                raise ClientError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
+                raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
             prepared, pre_ms = await self._prepare(entry, policy, image)
             cam_req = -1 if class_index is None else class_index
             (result,), inf_ms = await self._infer([{"model": entry.name, "pixels": prepared.pixels, "cam": cam_req}])
             cam01 = normalise(result["cam"])
             h, w = prepared.pixels.shape[:2]
-            y, x = np.unravel_index(np.argmax(upsample(cam01, (w, h))), (h, w))
+            x, y = peak(cam01)
+            x, y = x * w / cam01.shape[1], y * h / cam01.shape[0]
             return Explanation(
                 **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
                 class_index=result["cam_class"],
                 class_label=entry.meta["labels"][result["cam_class"]],
-                peak=prepared.to_original(x + 0.5, y + 0.5),
+                peak=prepared.to_original(x, y),
                 heatmap_png=overlay_png(prepared.pixels, cam01),
                 cam=cam01.round(4).tolist() if include_map else None,
             )
-        except ClientError as exc:
+        except ApiError as exc:
             return _error(exc)
 
     @bentoml.api
@@ -217,7 +225,7 @@ class Classifier:
                 embedding=vec.tolist(),
                 timing=timing,
             )
-        except ClientError as exc:
+        except ApiError as exc:
             return _error(exc)
 
     @bentoml.api(route="/models")

@@ -25,6 +25,7 @@ def url(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml")
     import_models(home, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
     models = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
-    env = {"RESNET_MODELS": models, "RESNET_MAX_LATENCY_MS": "30", "RESNET_MAX_BODY_BYTES": str(4 * 2**20)}
+    env = {"RESNET_MODELS": models, "RESNET_MAX_LATENCY_MS": "10000", "RESNET_MAX_BODY_BYTES": str(4 * 2**20),
+           "RESNET_MAX_CONCURRENCY": "512"}  # fmt: skip
     with serve(home, home / "server.log", **env) as base:
         yield base

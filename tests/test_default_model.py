@@ -14,6 +14,8 @@ from models.train_shapes import TrainConfig, normalise, to_bucket, train
 from service.catalog import Entry
 from service.inference import Model, Runner
 from service.preprocess import Limits, prepare
+from service.render import normalise as normalise_cam
+from service.render import peak
 from tests.conftest import ROOT
 
 FOLDER = ROOT / "default_model"
@@ -91,10 +93,9 @@ def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
     assert np.mean(np.equal(top_fp32, top_int8)) >= 0.99, "int8 agrees with fp32 on ≥ 99 % of images"
     hits = []
     for (_, s), p, r in zip(test_set, prepared, fp32, strict=True):
-        cam = r["cam"]
-        y, x = np.unravel_index(cam.argmax(), cam.shape)
-        stride = p.pixels.shape[0] / cam.shape[0]
-        px, py = p.to_original((x + 0.5) * stride, (y + 0.5) * stride)
+        cam = normalise_cam(r["cam"])
+        x, y = peak(cam)
+        px, py = p.to_original(x * p.pixels.shape[1] / cam.shape[1], y * p.pixels.shape[0] / cam.shape[0])
         hits.append(s.box[0] <= px < s.box[2] and s.box[1] <= py < s.box[3])
     assert np.mean(hits) >= 0.9, f"CAM peak inside the box on {np.mean(hits):.1%} of images"
 

@@ -91,7 +91,7 @@ def test_cli_help_documents_every_option() -> None:
 
 
 def test_cli_ad_hoc_architecture(tmp_path) -> None:
-    cli(*TINY_ARCH[:4], "bottleneck", "--layers", "1,1,1,1", "--groups", "32", "--width-per-group", "4",
+    cli("--arch", "resnet", "--block", "bottleneck", "--layers", "1,1,1,1", "--groups", "32", "--width-per-group", "4",
         "--random-init", "--num-classes", "3", "--name", "adhoc", "--output", str(tmp_path / "out"),
         home=tmp_path / "home", check=True)  # fmt: skip
     meta = json.loads((tmp_path / "out" / "adhoc" / "model.json").read_text())

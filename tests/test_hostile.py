@@ -54,7 +54,7 @@ def truncated(fmt: str) -> bytes:
 
 def corrupt_header() -> bytes:
     data = bytearray(enc(photo(), "JPEG"))
-    data[20:60] = os.urandom(40)
+    data[2:60] = bytes(58)  # the markers after SOI are gone: no longer identifiable as JPEG
     return bytes(data)
 
 
@@ -78,7 +78,7 @@ FILE_CASES = {
     "empty file": (b"", 400),
     "truncated jpeg": (truncated("JPEG"), 422),
     "truncated png": (truncated("PNG"), 422),
-    "corrupt jpeg header": (corrupt_header(), 422),
+    "corrupt jpeg header": (corrupt_header(), 415),
     "png bomb": (png_bomb(), 413),
     "gif bomb": (gif_bomb(), 413),
     "tiff bomb": (tiff_bomb(), 413),
@@ -109,7 +109,7 @@ def check_error(r: httpx.Response, status: int) -> None:
     if status != 200:
         body = r.json()
         assert set(body) == {"error", "detail"} and body["detail"], body
-        assert "Traceback" not in r.text and "/work/" not in r.text and ".py" not in r.text
+        assert isinstance(body["detail"], str) and "Traceback" not in r.text and "/work/" not in r.text
 
 
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
@@ -138,7 +138,8 @@ REQUEST_CASES = {
     "wrong field name": (dict(files={"picture": ("a.png", enc(photo()))}), 400),
     "json instead of multipart": (dict(json={"image": "aGVsbG8="}), 400),
     "wrong content type": (dict(content=enc(photo()), headers={"content-type": "image/png"}), 400),
-    "huge filename": (dict(files={"image": ("a" * 5000 + ".png", enc(photo()))}), 200),
+    "huge filename": (dict(files={"image": ("a" * 5000 + ".png", enc(photo()))}), 400),
+    "long filename": (dict(files={"image": ("a" * 200 + ".png", enc(photo()))}), 200),
     "thousands of form fields": (dict(files={"image": ("a.png", enc(photo()))}, data=MANY_FIELDS), 400),
     "image as text (a URL to fetch)": (dict(data={"image": "http://127.0.0.1:1/x.png"}), 400),
     "unknown file field": (dict(files={"image": ("a.png", enc(photo())), "extra": ("b.bin", b"\x89\x00")}), 400),

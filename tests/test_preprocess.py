@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ClientError
+from service.errors import ApiError
 from service.inference import buckets
 from service.preprocess import Limits, prepare, target_size
 
@@ -99,14 +99,14 @@ def test_large_jpeg_uses_draft_mode(photo) -> None:
     ],
 )
 def test_bad_input_is_a_client_error(data, status, error) -> None:
-    with pytest.raises(ClientError) as info:
+    with pytest.raises(ApiError) as info:
         prepare(data, "full", PRE, LIMITS)
     assert (info.value.status, info.value.error) == (status, error)
 
 
 def test_truncated_image_is_422(photo) -> None:
     data = encode(photo, "JPEG")
-    with pytest.raises(ClientError) as info:
+    with pytest.raises(ApiError) as info:
         prepare(data[: len(data) // 2], "full", PRE, LIMITS)
     assert info.value.status == 422
 
