@@ -31,4 +31,4 @@ USER app
 EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
-CMD ["bentoml", "serve", "service.service:Classifier", "--host", "0.0.0.0", "--port", "3000"]
+CMD ["sh", "-c", "python -m service.check && exec bentoml serve service.service:Classifier --host 0.0.0.0 --port 3000"]

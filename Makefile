@@ -24,6 +24,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 serve: $(VENV)/.serve
 	$(BIN)/python -m export.store $(DEFAULT_MODEL) $(DEFAULT_MODEL)-int8
+	$(BIN)/python -m service.check
 	$(BIN)/bentoml serve service.service:Classifier --port $(PORT)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download is not possible here).

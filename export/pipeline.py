@@ -93,7 +93,29 @@ def build(spec: ExportSpec) -> tuple[nn.Module, str]:
             models.load_checkpoint(model, spec.weights)
         except (FileNotFoundError, models.CheckpointMismatch) as exc:
             raise ExportError(str(exc), code=3) from None
+    else:
+        calibrate_batchnorm(model)
     return model.eval(), arch
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: int = 2) -> None:
+    """Give an untrained net the BatchNorm statistics of real-looking images.
+
+    With fresh running statistics (mean 0, variance 1) eval-mode BatchNorm normalises nothing, and
+    a deep untrained net overflows (preact_resnet1001 reaches inf by block 260).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batches
+    model.train()
+    size = model.default_input_size
+    graph_input = (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    for i in range(batches):
+        x = torch.from_numpy(images((8, size, size), seed=500 + i)).permute(0, 3, 1, 2).float() / 255
+        model((x - graph_input[0]) / graph_input[1])
+    model.eval()
 
 
 def preprocessing(spec: ExportSpec, model: nn.Module) -> dict:

@@ -40,13 +40,35 @@ def make_session(path, providers: tuple[str, ...], threads: int, require_gpu: bo
             ort.preload_dlls()
         except Exception as exc:  # no CUDA libraries on this host
             log.debug("preload_dlls failed: %s", exc)
-    session = ort.InferenceSession(str(path), opts, providers=chosen)
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=chosen)
+    except Exception as exc:  # unreadable or invalid graph: say which file, then stop
+        raise RuntimeError(f"{path} cannot be loaded by onnxruntime: {exc}") from None
     active = session.get_providers()[0]
     if CUDA in providers and active != CUDA:
         if require_gpu:
             raise RuntimeError(f"RESNET_REQUIRE_GPU=1 but CUDA is unavailable; onnxruntime chose {active}")
         log.warning("!!! CUDA requested but unavailable: running %s on %s !!!", path, active)
     return session
+
+
+def check_contract(tag: str, meta: dict, session: ort.InferenceSession, head: np.ndarray) -> None:
+    """Refuse a model whose metadata contradicts its graph: the service never guesses."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    problems = []
+    if set(inputs) != {"pixels"} or inputs["pixels"].type != "tensor(uint8)":
+        problems.append(f"graph input is {[(i.name, i.type) for i in inputs.values()]}, expected pixels uint8")
+    if set(outputs) != {"logits", "embedding", "features"}:
+        problems.append(f"graph outputs are {sorted(outputs)}, expected logits, embedding, features")
+    else:
+        k, c = outputs["logits"].shape[-1], outputs["embedding"].shape[-1]
+        if k != meta["num_classes"] or len(meta["labels"]) != meta["num_classes"]:
+            problems.append(f"graph has {k} classes, metadata {meta['num_classes']} with {len(meta['labels'])} labels")
+        if c != meta["embedding_dim"] or head.shape != (meta["num_classes"], meta["embedding_dim"]):
+            problems.append(f"graph embedding {c}, metadata {meta['embedding_dim']}, head {head.shape}")
+    if problems:
+        raise RuntimeError(f"model {tag}: metadata contradicts the graph: {'; '.join(problems)}")
 
 
 class Model:
@@ -57,6 +79,7 @@ class Model:
         self.session = make_session(entry.path / "model.onnx", providers, threads, require_gpu)
         self.provider = self.session.get_providers()[0]
         self.weight, self.bias = entry.head()
+        check_contract(entry.tag, self.meta, self.session, self.weight)
         log.warning("model %s (%s) on %s", entry.tag, self.meta["precision"], self.provider)
 
     def warmup(self) -> int:

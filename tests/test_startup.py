@@ -1,0 +1,53 @@
+"""Start-up faults: a missing model, a corrupt ONNX file, metadata that contradicts the graph."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.server import DEFAULT, import_models
+
+
+def check(home, models: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models}
+    return subprocess.run([sys.executable, "-m", "service.check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def broken_copy(tmp_path, change) -> str:
+    folder = tmp_path / "shapes-resnet10"
+    shutil.copytree(DEFAULT, folder)
+    change(folder)
+    import_models(tmp_path / "home", folder)
+    return "shapes-resnet10:latest"
+
+
+def test_a_good_model_passes(tmp_path) -> None:
+    import_models(tmp_path, DEFAULT)
+    proc = check(tmp_path, "shapes-resnet10:latest")
+    assert proc.returncode == 0 and "ok: shapes-resnet10" in proc.stdout
+
+
+def test_missing_model(tmp_path) -> None:
+    proc = check(tmp_path, "no-such-model:latest")
+    assert proc.returncode == 1 and "no-such-model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _garbage(folder) -> None:
+    (folder / "model.onnx").write_bytes(b"not a protobuf")
+
+
+def _more_classes(folder) -> None:
+    meta = json.loads((folder / "model.json").read_text())
+    meta["num_classes"], meta["labels"] = 7, [*meta["labels"], "extra"]
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("change", "message"), [(_garbage, "cannot be loaded by onnxruntime"),
+                                                 (_more_classes, "metadata contradicts the graph")])  # fmt: skip
+def test_broken_model_is_refused(tmp_path, change, message) -> None:
+    proc = check(tmp_path / "home", broken_copy(tmp_path, change))
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
