@@ -8,8 +8,9 @@ from torch import nn
 from .graph import INPUT, ServingGraph
 
 # Logits error, relative to the largest |logit| of the reference, above which an export fails.
-# fp32 kernels differ only in summation order (~1e-6 seen); fp16 keeps ~3 significant digits.
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+# fp32 kernels differ only in summation order: ~1e-6 on trained nets, up to ~2e-4 on untrained
+# 150-layer nets, whose small logits amplify rounding; fp16 keeps ~3 significant digits.
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 
 
 def default_shapes(size: int) -> list[tuple[int, int, int]]:

@@ -99,7 +99,7 @@ def build(spec: ExportSpec) -> tuple[nn.Module, str]:
 
 
 @torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, batches: int = 2) -> None:
+def calibrate_batchnorm(model: nn.Module, batches: int = 2, size: int = 64) -> None:
     """Give an untrained net the BatchNorm statistics of real-looking images.
 
     With fresh running statistics (mean 0, variance 1) eval-mode BatchNorm normalises nothing, and
@@ -110,7 +110,6 @@ def calibrate_batchnorm(model: nn.Module, batches: int = 2) -> None:
             m.reset_running_stats()
             m.momentum = None  # a plain average over the calibration batches
     model.train()
-    size = model.default_input_size
     graph_input = (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
     for i in range(batches):
         x = torch.from_numpy(images((8, size, size), seed=500 + i)).permute(0, 3, 1, 2).float() / 255

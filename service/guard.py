@@ -23,15 +23,17 @@ async def _reply(send, status: int, error: str, detail: str, headers: list | Non
     await send({"type": "http.response.body", "body": body})
 
 
-def _replay(body: bytes):
+def _replay(body: bytes, then=None):
+    """An ASGI ``receive`` that yields the buffered body once, then waits on ``then`` (the client's
+    own ``receive``, which reports a disconnect when it happens; responses listen for it)."""
     sent = False
 
     async def receive():
         nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await then() if then is not None else {"type": "http.disconnect"}
 
     return receive
 
@@ -106,7 +108,7 @@ class Guard:
             problem = await check_form(scope, body, form, self.max_fields)
             if problem:
                 return await _reply(send, 400, *problem)
-        await self.app(scope, _replay(body), _plain_validation_errors(send))
+        await self.app(scope, _replay(body, receive), _plain_validation_errors(send))
 
 
 def _plain_validation_errors(send):

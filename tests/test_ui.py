@@ -22,7 +22,7 @@ def page(url):
         browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(f"{url}/ui")
-        page.wait_for_selector("#model option")
+        page.wait_for_selector("#model option", state="attached")
         yield page
         browser.close()
 

@@ -1,0 +1,51 @@
+"""`bentoml build` packs the service with the default models; the built Bento serves by its tag."""
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.server import DEFAULT, free_port, import_models
+
+pytestmark = pytest.mark.xdist_group("bento")
+MODELS = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
+
+
+def test_build_and_serve_the_bento(tmp_path) -> None:
+    home = tmp_path / "home"
+    import_models(home, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
+    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": MODELS, "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = [sys.executable, "-m", "bentoml"]
+    subprocess.run([*bentoml, "build"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    (bento,) = (home / "bentos" / "resnet-classifier").glob("*/bento.yaml")
+    info = yaml.safe_load(bento.read_text())
+    engine = next(s for s in info["services"] if s["name"] == "resnet-engine")
+    assert {m["tag"].split(":")[0] for m in engine["models"]} == {"shapes-resnet10", "shapes-resnet10-int8"}
+    requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text()
+    assert "onnxruntime-gpu" in requirements and "torch" not in requirements
+    assert (bento.parent / "src" / "service" / "static" / "ui.html").is_file()
+
+    port = free_port()
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([*bentoml, "serve", "resnet-classifier:latest", "--port", str(port)], cwd=tmp_path,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        r = httpx.post(f"{url}/classify", files={"image": (ROOT / "docs" / "star.png").open("rb")}, timeout=30)
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
