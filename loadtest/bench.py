@@ -14,17 +14,16 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from .server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "images"
@@ -45,36 +44,6 @@ def photos(sizes=(200, 320, 480, 640, 800, 1000)) -> list[bytes]:
             )
             out.append(buf.getvalue())
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(target: str, env: dict, log: Path):
-    port = free_port()
-    cmd = [PY, "-m", "bentoml", "serve", target, "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(480):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{target} exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 async def _load(url: str, route: str, images: list[bytes], concurrency: int, seconds: float, fields: dict) -> dict:
@@ -203,17 +172,17 @@ def main() -> None:
     concurrencies = (1, 4, 16, 64)
     s = args.seconds
     series, points = {}, {}
-    with server("service.service:Classifier", env, OUT / "server.log") as url:
+    with serve("service.service:Classifier", env, OUT / "server.log") as url:
         series["fp32, batching"] = [load(url, "classify", images, c, s, policy="crop") for c in concurrencies]
         points["fp32 c8"] = load(url, "classify", images, 8, s, policy="crop")
         points["int8 c8"] = load(url, "classify", images, 8, s, policy="crop", model="resnet50-int8")
         points["full mixed c8"] = load(url, "classify", images, 8, s, policy="full")
         points["full mixed c16"] = load(url, "classify", images, 16, s, policy="full")
         points["full fixed c8"] = load(url, "classify", fixed, 8, s, policy="full")
-    with server("service.service:Classifier", {**env, "RESNET_BATCHING": "0"}, OUT / "server-nobatch.log") as url:
+    with serve("service.service:Classifier", {**env, "RESNET_BATCHING": "0"}, OUT / "server-nobatch.log") as url:
         series["fp32, no batching"] = [load(url, "classify", images, c, s, policy="crop") for c in concurrencies]
     naive_env = {**env, "NAIVE_ONNX": str(models_dir / "resnet50-float.onnx")}
-    with server("loadtest.naive_service:Naive", naive_env, OUT / "server-naive.log") as url:
+    with serve("loadtest.naive_service:Naive", naive_env, OUT / "server-naive.log") as url:
         series["naive fp32"] = [load(url, "classify", images, c, s) for c in (1, 8)]
         points["naive c8"] = series["naive fp32"][1]
     report(inproc, pipeline, series, points)

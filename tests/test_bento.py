@@ -3,14 +3,14 @@
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import yaml
 
+from loadtest.server import serve as serve_target
 from tests.conftest import ROOT
-from tests.server import DEFAULT, free_port, import_models
+from tests.server import DEFAULT, import_models
 
 pytestmark = pytest.mark.xdist_group("bento")
 MODELS = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
@@ -30,22 +30,6 @@ def test_build_and_serve_the_bento(tmp_path) -> None:
     assert "onnxruntime-gpu" in requirements and "torch" not in requirements
     assert (bento.parent / "src" / "service" / "static" / "ui.html").is_file()
 
-    port = free_port()
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen([*bentoml, "serve", "resnet-classifier:latest", "--port", str(port)], cwd=tmp_path,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+    with serve_target("resnet-classifier:latest", env, tmp_path / "serve.log", cwd=tmp_path) as url:
         r = httpx.post(f"{url}/classify", files={"image": (ROOT / "docs" / "star.png").open("rb")}, timeout=30)
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)

@@ -1,0 +1,52 @@
+"""Start `bentoml serve` on a free local port, wait until /readyz answers, stop it afterwards."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240):
+    """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{target} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} not ready in {ready_timeout}s:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
