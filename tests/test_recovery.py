@@ -1,0 +1,61 @@
+"""Crash recovery: SIGKILL the engine worker under load; nothing hangs, the service heals itself."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.server import DEFAULT, import_models, serve
+
+pytestmark = pytest.mark.xdist_group("recovery")
+
+
+def engine_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if "resnet-engine" in " ".join(p.info["cmdline"] or [])}
+
+
+def test_engine_killed_under_load_recovers(tmp_path) -> None:
+    import_models(tmp_path, DEFAULT)
+    image = (DEFAULT.parents[1] / "docs" / "star.png").read_bytes()
+    with serve(tmp_path, tmp_path / "server.log", RESNET_TIMEOUT_S="20") as url:
+        before = engine_pids()
+        assert before, "engine worker found"
+        results: list[tuple[float, float, int]] = []  # (start, seconds, status)
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=60) as c:
+                while not stop.is_set():
+                    t = time.monotonic()
+                    r = c.post(f"{url}/classify", files={"image": ("star.png", image, "image/png")})
+                    results.append((t, time.monotonic() - t, r.status_code))
+                    if r.status_code != 200:
+                        assert r.json()["error"] == "overloaded"
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        killed_at = time.monotonic()
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        deadline = killed_at + 30
+        while time.monotonic() < deadline and not any(s == 200 and t > killed_at for t, _, s in results):
+            time.sleep(0.2)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        after = [(t, d, s) for t, d, s in results if t > killed_at]
+        recovered = min((t + d for t, d, s in after if s == 200), default=None)
+        assert recovered is not None and recovered - killed_at < 30, "answers again within 30 s"
+        assert {s for _, _, s in results} <= {200, 503}, "in-flight failures are 503, nothing else"
+        assert max(d for _, d, _ in results) < 25, "no request hangs past the service timeout"
+        assert engine_pids() - before, "a new engine worker was started"
+        ok = httpx.post(f"{url}/classify", files={"image": ("star.png", image, "image/png")}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "star"
+        print(f"recovered {recovered - killed_at:.1f} s after SIGKILL; statuses after: {[s for _, _, s in after]}")
