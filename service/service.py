@@ -33,6 +33,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
+def _timing(result: dict, pre_ms: float, inf_ms: float) -> Timing:
+    return Timing(preprocess_ms=pre_ms, inference_ms=inf_ms, model_ms=result["infer_ms"], batch_size=result["batch"])
+
+
 def _error(exc: ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
@@ -116,12 +120,7 @@ class Classifier:
             predictions=[Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order],
             original_size=prepared.original,
             inferred_size=(w, h),
-            timing=Timing(
-                preprocess_ms=pre_ms,
-                inference_ms=inf_ms,
-                model_ms=result["infer_ms"],
-                batch_size=result["batch"],
-            ),
+            timing=_timing(result, pre_ms, inf_ms),
         )
 
     async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
@@ -212,12 +211,7 @@ class Classifier:
             vec = result["embedding"].astype(np.float64)
             if normalize:
                 vec = vec / max(np.linalg.norm(vec), 1e-12)
-            timing = Timing(
-                preprocess_ms=pre_ms,
-                inference_ms=inf_ms,
-                model_ms=result["infer_ms"],
-                batch_size=result["batch"],
-            )
+            timing = _timing(result, pre_ms, inf_ms)
             return Embedding(
                 model=entry.name,
                 dim=len(vec),
