@@ -22,7 +22,7 @@ import models
 from models.shapes import sample
 
 from .graph import ServingGraph
-from .parity import images
+from .parity import images, session
 from .pipeline import ExportSpec, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +41,6 @@ def median_seconds(fn, runs: int = 5, min_time: float = 0.3) -> float:
             n += 1
         results.append(elapsed / n)
     return statistics.median(results)
-
-
-def session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def compare_engines(name: str, model: torch.nn.Module, onnx: dict[str, Path], size: int) -> list[dict]:
