@@ -20,7 +20,7 @@ import models
 from models.resnet import BasicBlock, Bottleneck, ResNet
 
 from . import store
-from .graph import IMAGENET_MEAN, IMAGENET_STD, INPUT, OUTPUTS, export_onnx
+from .graph import IMAGENET_MEAN, IMAGENET_STD, INPUT, OUTPUTS, ServingGraph, export_onnx
 from .parity import TOLERANCE, default_shapes, images, parity_report
 from .variants import to_fp16, to_int8
 
@@ -109,11 +109,9 @@ def calibrate_batchnorm(model: nn.Module, batches: int = 2, size: int = 64) -> N
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # a plain average over the calibration batches
-    model.train()
-    graph_input = (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    graph = ServingGraph(model).train()  # the same uint8 → normalised input the export sees
     for i in range(batches):
-        x = torch.from_numpy(images((8, size, size), seed=500 + i)).permute(0, 3, 1, 2).float() / 255
-        model((x - graph_input[0]) / graph_input[1])
+        graph(torch.from_numpy(images((8, size, size), seed=500 + i)))
     model.eval()
 
 
