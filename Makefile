@@ -7,7 +7,7 @@ PORT ?= 3000
 DEFAULT_MODEL := default_model/shapes-resnet10
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format train-default export-default loadtest bench clean
+.PHONY: serve test lint format train-default export-default loadtest bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -51,6 +51,12 @@ loadtest: $(VENV)/.dev
 # In-process and HTTP benchmarks side by side → BENCHMARKS.md and docs/*.png (~15 min on 2 cores).
 bench: $(VENV)/.dev
 	$(BIN)/python -m loadtest.bench
+
+# On an NVIDIA host: CUDA parity vs CPU and torch, fp32/fp16 throughput in process and served → reports/gpu/gpu.json
+# (~3 min unattended, nothing downloaded after the install; copy it to docs/gpu_check.json for BENCHMARKS.md).
+gpu-check: $(VENV)/.dev
+	$(BIN)/pip install -q -e '.[gpu]'
+	$(BIN)/python -m loadtest.gpu_check --out reports/gpu
 
 # Retrain the embedded default model (~10 min on 2 cores), then re-export its ONNX files.
 train-default: $(VENV)/.dev

@@ -19,6 +19,7 @@ class Settings:
         default_factory=lambda: _list("PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
     )
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
+    tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))

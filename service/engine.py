@@ -2,10 +2,13 @@
 
 import logging
 import os
+from functools import partial
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 
 from . import catalog
+from .batcher import Batcher, QueueTimeout
 from .config import SETTINGS
 from .inference import Model, Runner
 from .metrics import BATCH_SIZE, INFERENCE_SECONDS
@@ -14,15 +17,19 @@ log = logging.getLogger("resnet.engine")
 
 
 class Engine:
-    """Batchable API over lists of uint8 images; BentoML concatenates the lists of concurrent calls."""
+    """One API over lists of uint8 images; the batcher merges the lists of concurrent calls."""
 
     def __init__(self) -> None:
         threads = SETTINGS.ort_threads or os.cpu_count() or 1
+        size = SETTINGS.max_batch_size if SETTINGS.batching else 1
         models = {}
         for tag in SETTINGS.models:
             entry = catalog.load(tag)
-            models[entry.name] = Model(entry, SETTINGS.providers, threads, SETTINGS.require_gpu)
+            models[entry.name] = Model(
+                entry, SETTINGS.providers, threads, SETTINGS.require_gpu, size, tf32=SETTINGS.tf32
+            )
         self.runner = Runner(models)
+        self.batcher = Batcher(partial(self.runner, on_call=self._observe), size, SETTINGS.max_latency_ms / 1e3)
         warmed = sum(m.warmup() for m in models.values())
         log.warning(
             "engine ready: %d model(s), %d shape buckets warmed, %d threads",
@@ -31,13 +38,12 @@ class Engine:
             threads,
         )
 
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
-    def infer(self, requests: list[dict]) -> list[dict]:
-        return self.runner(requests, on_call=self._observe)
+    @bentoml.api
+    async def infer(self, requests: list[dict]) -> list[dict]:
+        try:
+            return await self.batcher.submit(requests)
+        except QueueTimeout as exc:
+            raise ServiceUnavailable(str(exc)) from None
 
     @staticmethod
     def _observe(model: str, size: int, seconds: float) -> None:

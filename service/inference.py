@@ -22,8 +22,15 @@ def buckets(pre: dict) -> list[tuple[int, int]]:
     return sorted(shapes)
 
 
-def make_session(path, providers: tuple[str, ...], threads: int, require_gpu: bool) -> ort.InferenceSession:
-    """A session on the first available provider of ``providers``; loud about any fallback."""
+def make_session(
+    path, providers: tuple[str, ...], threads: int, require_gpu: bool, tf32: bool = False
+) -> ort.InferenceSession:
+    """A session on the first available provider of ``providers``; loud about any fallback.
+
+    On CUDA, TF32 is off unless asked for: with it, ResNet-50 fp32 logits moved by 1.6e-2 of their
+    range on an H200 (2.1e-5 without), beyond the 1e-3 an fp32 export is checked to. The fp16
+    model is the fast path, and faster than fp32 with TF32 there (docs/gpu_check.json).
+    """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
@@ -32,7 +39,7 @@ def make_session(path, providers: tuple[str, ...], threads: int, require_gpu: bo
     chosen = []
     for p in providers:
         if p == CUDA:  # shapes vary: heuristic algorithm choice instead of an exhaustive search per shape
-            chosen.append((CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}))
+            chosen.append((CUDA, {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": str(int(tf32))}))
         else:
             chosen.append(p)
     if CUDA in providers and hasattr(ort, "preload_dlls"):
@@ -71,26 +78,67 @@ def check_contract(tag: str, meta: dict, session: ort.InferenceSession, head: np
         raise RuntimeError(f"model {tag}: metadata contradicts the graph: {'; '.join(problems)}")
 
 
-class Model:
-    """One loaded model: its session, metadata and linear head (for class activation maps)."""
+def batch_sizes(max_batch: int) -> list[int]:
+    """Powers of two up to the first that holds ``max_batch``: the batch sizes GPU sessions are kept at."""
+    sizes = [1]
+    while sizes[-1] < max_batch:
+        sizes.append(2 * sizes[-1])
+    return sizes
 
-    def __init__(self, entry: Entry, providers: tuple[str, ...], threads: int, require_gpu: bool) -> None:
+
+class Model:
+    """One loaded model: its sessions, metadata and linear head (for class activation maps).
+
+    onnxruntime's CUDA convolutions re-plan whenever a session's input shape changes: on an H200,
+    ResNet-50 calls whose batch size varied call to call took ~185 ms instead of ~2 ms. So on CUDA
+    (``fixed_batches``) there is one session per power-of-two batch size, and a batch is padded to
+    the next one; each session then sees one batch size (and, under ``crop``, one image size).
+    """
+
+    def __init__(
+        self,
+        entry: Entry,
+        providers: tuple[str, ...],
+        threads: int,
+        require_gpu: bool,
+        max_batch: int = 1,
+        fixed_batches: bool | None = None,
+        tf32: bool = False,
+    ) -> None:
         self.entry, self.meta = entry, entry.meta
-        self.session = make_session(entry.path / "model.onnx", providers, threads, require_gpu)
+        path = entry.path / "model.onnx"
+        self.session = make_session(path, providers, threads, require_gpu, tf32)
         self.provider = self.session.get_providers()[0]
         self.weight, self.bias = entry.head()
         check_contract(entry.tag, self.meta, self.session, self.weight)
-        log.warning("model %s (%s) on %s", entry.tag, self.meta["precision"], self.provider)
+        if fixed_batches if fixed_batches is not None else self.provider == CUDA:
+            self.sessions = {n: make_session(path, providers, threads, require_gpu, tf32) if n > 1 else self.session
+                             for n in batch_sizes(max_batch)}  # fmt: skip
+        else:
+            self.sessions = {}
+        log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta["precision"], self.provider,
+                    max(1, len(self.sessions)))  # fmt: skip
 
     def warmup(self) -> int:
-        shapes = buckets(self.meta["preprocessing"])
+        """Run every shape the policies produce once (batch 1), and each larger batch session at the crop size."""
+        pre = self.meta["preprocessing"]
+        shapes = buckets(pre)
         for h, w in shapes:
             self.session.run(["logits"], {"pixels": np.zeros((1, h, w, 3), np.uint8)})
-        return len(shapes)
+        side = pre["crop"]["size"]
+        for n, session in self.sessions.items():
+            session.run(["logits"], {"pixels": np.zeros((n, side, side, 3), np.uint8)})
+        return len(shapes) + len(self.sessions)
 
     def run(self, pixels: np.ndarray, want_embedding: bool, want_features: bool) -> dict[str, np.ndarray]:
         names = ["logits"] + ["embedding"] * want_embedding + ["features"] * want_features
-        return dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
+        n = len(pixels)
+        size = next((s for s in self.sessions if s >= n), None)
+        if size is None:  # no fixed batch sizes (CPU), or a batch beyond the largest
+            return dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
+        padded = np.concatenate([pixels, np.zeros((size - n, *pixels.shape[1:]), np.uint8)]) if size > n else pixels
+        outs = self.sessions[size].run(names, {"pixels": padded})
+        return {name: out[:n] for name, out in zip(names, outs, strict=True)}
 
     def cam(self, features: np.ndarray, cls: int) -> np.ndarray:
         """Zhou et al. (2016): the class's fc weights applied to the last feature map, (h, w)."""

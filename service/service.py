@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -100,13 +101,18 @@ class Classifier:
 
     async def _infer(self, requests: list[dict]) -> tuple[list[dict], float]:
         t = time.perf_counter()
-        try:
-            results = await self.engine.to_async.infer(requests)
-        except Exception:  # the engine shed load (its queue is full) or is restarting
-            log.warning("engine call failed for %d image(s)", len(requests), exc_info=True)
-            raise ApiError(
-                503, "overloaded", "the inference engine is at capacity or restarting; retry shortly"
-            ) from None
+        for attempt in range(2):
+            try:
+                results = await self.engine.to_async.infer(requests)
+                break
+            except aiohttp.ClientConnectionError:  # a pooled connection the engine had just closed: retry once
+                if attempt == 0:
+                    continue
+                failure = "engine unreachable"
+            except Exception:  # the engine shed load (its queue budget ran out) or is restarting
+                failure = "engine call failed"
+            log.warning("%s for %d image(s)", failure, len(requests), exc_info=True)
+            raise ApiError(503, "overloaded", "the inference engine is at capacity or restarting; retry shortly")
         return results, (time.perf_counter() - t) * 1e3
 
     def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:

@@ -14,15 +14,23 @@ from tests.server import DEFAULT, import_models, serve
 pytestmark = pytest.mark.xdist_group("recovery")
 
 
-def engine_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"]) if "resnet-engine" in " ".join(p.info["cmdline"] or [])}
+def engine_pids(home) -> set[int]:
+    """Engine workers of the server using model store ``home`` (not those of other tests' servers)."""
+    pids = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "resnet-engine" in " ".join(p.info["cmdline"] or []) and p.environ().get("BENTOML_HOME") == str(home):
+                pids.add(p.pid)
+        except psutil.Error:  # gone, or not ours
+            pass
+    return pids
 
 
 def test_engine_killed_under_load_recovers(tmp_path) -> None:
     import_models(tmp_path, DEFAULT)
     image = (DEFAULT.parents[1] / "docs" / "star.png").read_bytes()
     with serve(tmp_path, tmp_path / "server.log", RESNET_TIMEOUT_S="20") as url:
-        before = engine_pids()
+        before = engine_pids(tmp_path)
         assert before, "engine worker found"
         results: list[tuple[float, float, int]] = []  # (start, seconds, status)
         stop = threading.Event()
@@ -55,7 +63,7 @@ def test_engine_killed_under_load_recovers(tmp_path) -> None:
         assert recovered is not None and recovered - killed_at < 30, "answers again within 30 s"
         assert {s for _, _, s in results} <= {200, 503}, "in-flight failures are 503, nothing else"
         assert max(d for _, d, _ in results) < 25, "no request hangs past the service timeout"
-        assert engine_pids() - before, "a new engine worker was started"
+        assert engine_pids(tmp_path) - before, "a new engine worker was started"
         ok = httpx.post(f"{url}/classify", files={"image": ("star.png", image, "image/png")}, timeout=30)
         assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "star"
         print(f"recovered {recovered - killed_at:.1f} s after SIGKILL; statuses after: {[s for _, _, s in after]}")

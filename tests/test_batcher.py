@@ -1,0 +1,127 @@
+"""The engine's batching: batches form from what queued during the previous call; GPU sessions keep one size."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, QueueTimeout
+from service.inference import Model, batch_sizes
+from tests.test_default_model import entry
+
+
+class Recorder:
+    """A model call that blocks until released and records the batches it was given."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        self.gate.wait(5)
+        if self.fail_on in items:
+            raise RuntimeError("model call failed")
+        return [i * 10 for i in items]
+
+
+async def until(predicate) -> None:
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_lone_request_runs_at_once_and_queued_ones_form_one_batch():
+    async def main():
+        model = Recorder()
+        batcher = Batcher(model, max_batch_size=8, budget_s=10)
+        first = asyncio.create_task(batcher.submit([1]))
+        await until(lambda: model.batches == [[1]])  # dispatched alone: nothing waits to fill a batch
+        rest = [asyncio.create_task(batcher.submit([i])) for i in range(2, 12)]
+        pair = asyncio.create_task(batcher.submit([20, 21]))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        results = await asyncio.gather(first, *rest, pair)
+        assert results == [[10], *[[i * 10] for i in range(2, 12)], [200, 210]]
+        assert model.batches == [[1], list(range(2, 10)), [10, 11, 20, 21]]  # capped at 8, oldest first
+
+    asyncio.run(main())
+
+
+def test_requests_past_the_budget_are_refused_without_running():
+    async def main():
+        model = Recorder()
+        batcher = Batcher(model, max_batch_size=8, budget_s=0.05)
+        busy = asyncio.create_task(batcher.submit([1]))
+        await until(lambda: len(model.batches) == 1)
+        late = asyncio.create_task(batcher.submit([2]))
+        await asyncio.sleep(0.2)  # longer than the budget, while the model is busy
+        model.gate.set()
+        assert await busy == [10]
+        with pytest.raises(QueueTimeout):
+            await late
+        assert model.batches == [[1]]
+        assert await batcher.submit([3]) == [30]  # and the next one is served
+
+    asyncio.run(main())
+
+
+def test_a_failed_call_fails_its_batch_only():
+    async def main():
+        model = Recorder(fail_on=2)
+        model.gate.set()
+        batcher = Batcher(model, max_batch_size=8, budget_s=10)
+        with pytest.raises(RuntimeError, match="model call failed"):
+            await batcher.submit([2])
+        assert await batcher.submit([3]) == [30]
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_is_skipped():
+    async def main():
+        model = Recorder()
+        batcher = Batcher(model, max_batch_size=8, budget_s=10)
+        busy = asyncio.create_task(batcher.submit([1]))
+        await until(lambda: len(model.batches) == 1)
+        gone = asyncio.create_task(batcher.submit([2]))
+        kept = asyncio.create_task(batcher.submit([3]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        model.gate.set()
+        assert await busy == [10] and await kept == [30]
+        assert model.batches == [[1], [3]]
+
+    asyncio.run(main())
+
+
+class Spy:
+    """A session stand-in that records the batch sizes it is given."""
+
+    def __init__(self, session) -> None:
+        self.session, self.batches = session, set()
+
+    def run(self, names, feed):
+        self.batches.add(len(feed["pixels"]))
+        return self.session.run(names, feed)
+
+
+def test_fixed_batch_sessions_pad_to_a_power_of_two_and_answer_the_same():
+    """The GPU path (one session per batch size), forced on CPU: padding changes nothing but the session used."""
+    assert batch_sizes(1) == [1] and batch_sizes(32) == [1, 2, 4, 8, 16, 32] and batch_sizes(20)[-1] == 32
+    plain = Model(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False)
+    fixed = Model(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False, max_batch=8, fixed_batches=True)
+    assert list(fixed.sessions) == [1, 2, 4, 8] and plain.sessions == {}
+    fixed.sessions = {n: Spy(s) for n, s in fixed.sessions.items()}
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 5, 8):
+        x = rng.integers(0, 256, (n, 112, 144, 3), dtype=np.uint8)
+        want, got = plain.run(x, True, True), fixed.run(x, True, True)
+        for name in ("logits", "embedding", "features"):
+            assert got[name].shape == want[name].shape
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+    assert {n: s.batches for n, s in fixed.sessions.items()} == {1: {1}, 2: set(), 4: {4}, 8: {8}}
