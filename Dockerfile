@@ -5,6 +5,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 ARG PIP_CERT=""
+# `serve` alone for a CPU-only image (the container test builds that); `gpu` adds CUDA and cuDNN from PyPI
+ARG EXTRAS=serve,gpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 BENTOML_HOME=/opt/bentoml BENTOML_DO_NOT_TRACK=true
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,7 +17,7 @@ COPY loadtest/__init__.py loadtest/
 COPY default_model/shapes-resnet10 default_model/shapes-resnet10
 COPY default_model/shapes-resnet10-int8 default_model/shapes-resnet10-int8
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} ".[serve,gpu]" \
+ && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} ".[${EXTRAS}]" \
  && /opt/venv/bin/python -m export.store default_model/shapes-resnet10 default_model/shapes-resnet10-int8
 
 FROM ${BASE_IMAGE}

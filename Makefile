@@ -7,7 +7,7 @@ PORT ?= 3000
 DEFAULT_MODEL := default_model/shapes-resnet10
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format train-default export-default loadtest bench gpu-check clean
+.PHONY: serve test lint format train-default export-default loadtest bench gpu-check container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -51,6 +51,10 @@ loadtest: $(VENV)/.dev
 # In-process and HTTP benchmarks side by side → BENCHMARKS.md and docs/*.png (~15 min on 2 cores).
 bench: $(VENV)/.dev
 	$(BIN)/python -m loadtest.bench
+
+# Build ./Dockerfile and `bentoml containerize` the Bento with podman, run each and classify an image (root; ~10 min).
+container-test: $(VENV)/.dev
+	PY=$(BIN)/python bash deploy/container-test.sh
 
 # On an NVIDIA host: CUDA parity vs CPU and torch, fp32/fp16 throughput in process and served → reports/gpu/gpu.json
 # (~3 min unattended, nothing downloaded after the install; copy it to docs/gpu_check.json for BENCHMARKS.md).

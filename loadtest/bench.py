@@ -24,6 +24,7 @@ import httpx
 from PIL import Image
 
 from .server import serve
+from .soak import mixed_requests, soak
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("LOADTEST_IMAGES", ROOT.parent / "shared" / "images"))
@@ -246,10 +247,17 @@ def main() -> None:
     with serve("loadtest.naive_service:Naive", naive_env, OUT / "server-naive.log") as url:
         series["naive fp32"] = [load(url, "classify", images, c, s) for c in (1, 8)]
         points["naive c8"] = series["naive fp32"][1]
-    report(inproc, pipeline, series, points)
+    soak_home = OUT / "soak-home"
+    shutil.rmtree(soak_home, ignore_errors=True)
+    default = [str(ROOT / "default_model" / m) for m in ("shapes-resnet10", "shapes-resnet10-int8")]
+    subprocess.run([PY, "-m", "export.store", *default], cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(soak_home)},
+                   check=True)  # fmt: skip
+    with serve("service.service:Classifier", {"BENTOML_HOME": str(soak_home)}, OUT / "server-soak.log") as url:
+        soaked = soak(url, soak_home, mixed_requests(PHOTOS), requests=20_000, warmup=4_000)
+    report(inproc, pipeline, series, points, soaked)
 
 
-def report(inproc: dict, pipeline: dict, series: dict, points: dict) -> None:
+def report(inproc: dict, pipeline: dict, series: dict, points: dict, soaked: dict) -> None:
     rows = inproc["rows"]
 
     def ips(model, engine, batch):
@@ -278,6 +286,8 @@ def report(inproc: dict, pipeline: dict, series: dict, points: dict) -> None:
         ("`full`, mixed sizes: mean batch > 1 at concurrency 8", mixed["mean_batch"], 1.0001),
         ("`full`, mixed: pixel throughput ≥ 0.8× fixed-size", mixed["mpixels_per_s"] / fixed["mpixels_per_s"], 0.8),
         ("zero failed requests at concurrency ≤ 8", float(sum(p["errors"] for p in under) == 0), 1.0),
+        ("soak: 20,000 mixed requests, all answered 200", soaked["statuses"].get(200, 0) / soaked["requests"], 1.0),
+        ("soak: resident memory growth after warm-up < 10 % (1 − growth)", 1 - soaked["max_growth"], 0.9),
     ]  # fmt: skip
     plot(series, OUT.parent.parent / "docs" / "bench_http.png")
     plot_inprocess(rows, OUT.parent.parent / "docs" / "bench_inprocess.png")
@@ -326,7 +336,8 @@ Decode + preprocess + onnxruntime, one image at a time, no HTTP: `crop` p50
     )
     text += gpu_section(OUT.parent.parent / "docs" / "gpu_check.json")
     (OUT.parent.parent / "BENCHMARKS.md").write_text(text.replace("{seconds}", "10"))
-    (OUT / "summary.json").write_text(json.dumps({"targets": targets, "series": series, "points": points}, indent=2))
+    summary = {"targets": targets, "series": series, "points": points, "soak": soaked}
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")
 
 

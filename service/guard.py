@@ -1,4 +1,4 @@
-"""ASGI middleware in front of every route: body limit, optional bearer token, form validation.
+"""ASGI middleware in front of every route: concurrency and body limits, bearer token, form validation.
 
 BentoML has no body limit of its own, so a client could stream gigabytes into a worker; and
 its multipart parser answers 500 to an unknown file field and treats a text ``image`` field as a
@@ -70,19 +70,35 @@ async def check_form(scope, body: bytes, form: Form, max_fields: int) -> tuple[s
 
 
 class Guard:
-    """413 for bodies over ``max_body_bytes``; 401 without the token; 400 for malformed forms."""
+    """429 beyond ``max_concurrency`` requests in flight (health and metrics exempt); 401 without the
+    token; 413 for bodies over ``max_body_bytes``; 400 for malformed forms. All JSON ``{error, detail}``.
+    """
 
     def __init__(self, app, max_body_bytes: int, token: str = "", forms: dict[str, Form] | None = None,
-                 max_fields: int = 64) -> None:  # fmt: skip
+                 max_fields: int = 64, max_concurrency: int = 0) -> None:  # fmt: skip
         self.app, self.max_body_bytes, self.token = app, max_body_bytes, token
         self.forms, self.max_fields = forms or {}, max_fields
+        self.max_concurrency, self.in_flight = max_concurrency, 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
+        if path.startswith(EXEMPT):
+            return await self.app(scope, receive, send)
+        if self.max_concurrency and self.in_flight >= self.max_concurrency:
+            return await _reply(send, 429, "too_many_requests",
+                                f"{self.max_concurrency} requests already in flight on this worker; retry shortly",
+                                [(b"retry-after", b"1")])  # fmt: skip
+        self.in_flight += 1
+        try:
+            await self._guarded(scope, receive, send, path)
+        finally:
+            self.in_flight -= 1
+
+    async def _guarded(self, scope, receive, send, path: str) -> None:
         headers = dict(scope.get("headers") or [])
-        if self.token and not path.startswith(EXEMPT):
+        if self.token:
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given, f"Bearer {self.token}"):
                 return await _reply(send, 401, "unauthorized", "a valid bearer token is required",

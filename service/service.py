@@ -46,7 +46,7 @@ def _error(exc: ApiError) -> JSONResponse:
 @bentoml.service(
     name="resnet-classifier",
     workers=SETTINGS.front_workers,
-    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+    traffic={"timeout": SETTINGS.timeout_s},  # the concurrency limit is the Guard's: JSON 429 with Retry-After
 )
 class Classifier:
     """Front service: CPU workers that scale with cores; the engine batches behind them."""
@@ -251,4 +251,5 @@ FORMS = {
     for api in Classifier.apis.values()
     if api.input_spec.multipart_fields
 }
-Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token, forms=FORMS)
+Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token, forms=FORMS,
+                               max_concurrency=SETTINGS.max_concurrency)  # fmt: skip
