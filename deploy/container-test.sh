@@ -10,7 +10,7 @@ BASE=localhost/resnet-base:bookworm
 PORT=${CONTAINER_PORT:-3300}
 export BENTOML_DO_NOT_TRACK=true
 
-command -v podman >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq podman runc debootstrap; }
+command -v podman >/dev/null || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap; }
 if [ ! -f /etc/containers/containers.conf ] || ! grep -q runc /etc/containers/containers.conf; then
   # crun fails on this host's cgroup layout; runc with modest ulimits works (shared/ENVIRONMENT.md)
   $SUDO mkdir -p /etc/containers

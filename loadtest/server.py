@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240):
-    """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag)."""
+def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240, command=None):
+    """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag),
+    or for ``command`` (an argument list; ``--port N`` is appended) when one is given."""
     port = free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
+    cmd = [*(command or [sys.executable, "-m", "bentoml", "serve", target]), "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

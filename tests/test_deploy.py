@@ -14,8 +14,9 @@ from tests.conftest import ROOT
 MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 
 
-def resources() -> dict[str, dict]:
-    return {doc["kind"]: doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text())}
+def resources() -> dict[tuple[str, str], dict]:
+    docs = [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text())]
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -26,18 +27,30 @@ def test_manifest_matches_the_kubernetes_schema(path: Path) -> None:
 
 def test_manifests_fit_together() -> None:
     r = resources()
-    assert set(r) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
-    pod = r["Deployment"]["spec"]["template"]
-    labels = pod["metadata"]["labels"]
-    assert r["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert r["Service"]["spec"]["selector"].items() <= labels.items()
-    assert r["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert r["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == r["Deployment"]["metadata"]["name"]
-    (container,) = pod["spec"]["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["ports"][0]["containerPort"] == 3000  # what the Dockerfile serves on
+    pods = {}
+    for role in ("front", "engine"):
+        deployment = r[("Deployment", f"resnet-{role}")]
+        pod = deployment["spec"]["template"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert (
+            r[("PodDisruptionBudget", f"resnet-{role}")]["spec"]["selector"]["matchLabels"].items()
+            <= pod["metadata"]["labels"].items()
+        )
+        (container,) = pod["spec"]["containers"]
+        assert container["command"][:4] == ["python", "-m", "service.split", role]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["ports"][0]["containerPort"] == 3000
+        pods[role] = (pod, container)
+    assert pods["engine"][1]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in str(pods["front"][1]["resources"]), "fronts need no GPU"
+    engine_service = r[("Service", "resnet-engine")]
+    assert engine_service["spec"]["selector"].items() <= pods["engine"][0]["metadata"]["labels"].items()
+    front_cmd = pods["front"][1]["command"]
+    port = engine_service["spec"]["ports"][0]["port"]
+    assert front_cmd[front_cmd.index("--engine") + 1] == f"http://resnet-engine:{port}", "the front finds the engine"
+    assert r[("Service", "resnet-serve")]["spec"]["selector"].items() <= pods["front"][0]["metadata"]["labels"].items()
+    assert r[("HorizontalPodAutoscaler", "resnet-front")]["spec"]["scaleTargetRef"]["name"] == "resnet-front"
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/base.Dockerfile"])
