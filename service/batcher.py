@@ -3,11 +3,11 @@
 BentoML's adaptive dispatcher holds requests back to fill batches, for as long as the average of
 past queue waits; after a burst that average feeds on itself (on an H200 a lone request then waited
 ~120 ms for a 1.5 ms model call). Here nothing waits on purpose: a batch is whatever arrived while
-the previous one ran, and a request still queued after ``budget_s`` is refused, never run late.
+the previous one ran, and a request still queued after ``budget_s`` is refused at that moment,
+never run late.
 """
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -19,7 +19,7 @@ class QueueTimeout(Exception):
 class Batcher:
     def __init__(self, run: Callable[[list], list], max_batch_size: int, budget_s: float) -> None:
         self.run, self.max_batch_size, self.budget_s = run, max_batch_size, budget_s
-        self.queue: deque[tuple[float, object, asyncio.Future]] = deque()
+        self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
 
@@ -28,23 +28,30 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if self.worker is None or self.worker.done():
             self.worker = loop.create_task(self._serve())
-        now, futures = time.monotonic(), []
-        for item in items:
-            futures.append(loop.create_future())
-            self.queue.append((now, item, futures[-1]))
+        futures = [loop.create_future() for _ in items]
+        for item, future in zip(items, futures, strict=True):
+            self.queue.append((item, future, loop.call_later(self.budget_s, self._expire, future)))
         self.wake.set()
-        return await asyncio.gather(*futures)
+        try:
+            return await asyncio.gather(*futures)
+        except BaseException:  # one part failed or the caller left: the rest is not wanted either
+            for future in futures:
+                future.cancel()
+            raise
+
+    def _expire(self, future: asyncio.Future) -> None:
+        """Refuse a request the moment its queue budget runs out, not when the batch in progress ends."""
+        if not future.done():
+            future.set_exception(QueueTimeout(f"queued for more than {self.budget_s:g} s"))
 
     def _take(self) -> list[tuple[object, asyncio.Future]]:
-        """The next batch: oldest first, skipping callers that left and refusing requests past the budget."""
-        late, batch = time.monotonic() - self.budget_s, []
+        """The next batch, oldest first, skipping requests refused or abandoned while they waited."""
+        batch = []
         while self.queue and len(batch) < self.max_batch_size:
-            queued, item, future = self.queue.popleft()
-            if future.done():  # the caller was cancelled
+            item, future, expiry = self.queue.popleft()
+            if future.done():
                 continue
-            if queued < late:
-                future.set_exception(QueueTimeout(f"queued for more than {self.budget_s:g} s"))
-                continue
+            expiry.cancel()  # running now: no longer refused for waiting
             batch.append((item, future))
         return batch
 

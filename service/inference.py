@@ -111,11 +111,11 @@ class Model:
         self.provider = self.session.get_providers()[0]
         self.weight, self.bias = entry.head()
         check_contract(entry.tag, self.meta, self.session, self.weight)
-        if fixed_batches if fixed_batches is not None else self.provider == CUDA:
-            self.sessions = {n: make_session(path, providers, threads, require_gpu, tf32) if n > 1 else self.session
-                             for n in batch_sizes(max_batch)}  # fmt: skip
-        else:
-            self.sessions = {}
+        fixed = self.provider == CUDA if fixed_batches is None else fixed_batches
+        self.sessions: dict[int, ort.InferenceSession] = {
+            n: make_session(path, providers, threads, require_gpu, tf32) if n > 1 else self.session
+            for n in (batch_sizes(max_batch) if fixed else [])
+        }
         log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta["precision"], self.provider,
                     max(1, len(self.sessions)))  # fmt: skip
 

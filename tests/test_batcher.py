@@ -35,12 +35,18 @@ async def until(predicate) -> None:
     raise AssertionError("condition not reached")
 
 
+async def busy_batcher(budget_s: float) -> tuple[Recorder, Batcher, asyncio.Task]:
+    """A batcher whose model is running request 1 and blocked until ``model.gate`` is set."""
+    model = Recorder()
+    batcher = Batcher(model, max_batch_size=8, budget_s=budget_s)
+    busy = asyncio.create_task(batcher.submit([1]))
+    await until(lambda: model.batches == [[1]])  # dispatched alone: nothing waits to fill a batch
+    return model, batcher, busy
+
+
 def test_lone_request_runs_at_once_and_queued_ones_form_one_batch():
     async def main():
-        model = Recorder()
-        batcher = Batcher(model, max_batch_size=8, budget_s=10)
-        first = asyncio.create_task(batcher.submit([1]))
-        await until(lambda: model.batches == [[1]])  # dispatched alone: nothing waits to fill a batch
+        model, batcher, first = await busy_batcher(budget_s=10)
         rest = [asyncio.create_task(batcher.submit([i])) for i in range(2, 12)]
         pair = asyncio.create_task(batcher.submit([20, 21]))
         await asyncio.sleep(0.05)
@@ -54,16 +60,14 @@ def test_lone_request_runs_at_once_and_queued_ones_form_one_batch():
 
 def test_requests_past_the_budget_are_refused_without_running():
     async def main():
-        model = Recorder()
-        batcher = Batcher(model, max_batch_size=8, budget_s=0.05)
-        busy = asyncio.create_task(batcher.submit([1]))
-        await until(lambda: len(model.batches) == 1)
+        model, batcher, busy = await busy_batcher(budget_s=0.05)
         late = asyncio.create_task(batcher.submit([2]))
         await asyncio.sleep(0.2)  # longer than the budget, while the model is busy
-        model.gate.set()
-        assert await busy == [10]
+        assert late.done(), "refused when the budget ran out, not when the running batch ends"
         with pytest.raises(QueueTimeout):
             await late
+        model.gate.set()
+        assert await busy == [10]
         assert model.batches == [[1]]
         assert await batcher.submit([3]) == [30]  # and the next one is served
 
@@ -84,10 +88,7 @@ def test_a_failed_call_fails_its_batch_only():
 
 def test_a_cancelled_caller_is_skipped():
     async def main():
-        model = Recorder()
-        batcher = Batcher(model, max_batch_size=8, budget_s=10)
-        busy = asyncio.create_task(batcher.submit([1]))
-        await until(lambda: len(model.batches) == 1)
+        model, batcher, busy = await busy_batcher(budget_s=10)
         gone = asyncio.create_task(batcher.submit([2]))
         kept = asyncio.create_task(batcher.submit([3]))
         await asyncio.sleep(0.01)

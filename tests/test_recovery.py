@@ -6,9 +6,9 @@ import threading
 import time
 
 import httpx
-import psutil
 import pytest
 
+from loadtest.soak import service_processes
 from tests.server import DEFAULT, import_models, serve
 
 pytestmark = pytest.mark.xdist_group("recovery")
@@ -16,14 +16,7 @@ pytestmark = pytest.mark.xdist_group("recovery")
 
 def engine_pids(home) -> set[int]:
     """Engine workers of the server using model store ``home`` (not those of other tests' servers)."""
-    pids = set()
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if "resnet-engine" in " ".join(p.info["cmdline"] or []) and p.environ().get("BENTOML_HOME") == str(home):
-                pids.add(p.pid)
-        except psutil.Error:  # gone, or not ours
-            pass
-    return pids
+    return {p.pid for p in service_processes(home) if "resnet-engine" in " ".join(p.info["cmdline"] or [])}
 
 
 def test_engine_killed_under_load_recovers(tmp_path) -> None:
