@@ -90,7 +90,7 @@ class Model:
     """One loaded model: its sessions, metadata and linear head (for class activation maps).
 
     onnxruntime's CUDA convolutions re-plan whenever a session's input shape changes: on an H200,
-    ResNet-50 calls whose batch size varied call to call took ~185 ms instead of ~2 ms. So on CUDA
+    ResNet-50 calls whose batch size varied call to call took 101 ms instead of 2.0 ms. So on CUDA
     (``fixed_batches``) there is one session per power-of-two batch size, and a batch is padded to
     the next one; each session then sees one batch size (and, under ``crop``, one image size).
     """

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -17,22 +18,20 @@ def test_front_and_engine_run_apart_and_answer_together(tmp_path) -> None:
     env = {"BENTOML_HOME": str(tmp_path)}
     split = [sys.executable, "-m", "service.split"]
     image = {"image": ("star.png", (DEFAULT.parents[1] / "docs" / "star.png").read_bytes(), "image/png")}
-    engine_server = serve_command("", env, tmp_path / "engine.log", command=[*split, "engine", "--host", "127.0.0.1"])
-    engine = engine_server.__enter__()
-    try:
+    with ExitStack() as engine_server:
+        engine_cmd = [*split, "engine", "--host", "127.0.0.1"]
+        engine_log = tmp_path / "engine.log"
+        engine = engine_server.enter_context(serve_command("split engine", env, engine_log, command=engine_cmd))
         front_cmd = [*split, "front", "--engine", engine, "--host", "127.0.0.1"]
-        with serve_command("", env, tmp_path / "front.log", command=front_cmd) as front:
+        with serve_command("split front", env, tmp_path / "front.log", command=front_cmd) as front:
             r = httpx.post(f"{front}/classify", files=image, timeout=30)
             assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star", r.text
-            log = tmp_path / "engine.log"
             for _ in range(50):  # the engine's access log line for the call, once it is flushed
-                if "path=/infer" in log.read_text():
+                if "path=/infer" in engine_log.read_text():
                     break
                 time.sleep(0.1)
-            assert "path=/infer" in log.read_text(), "the separate engine ran it"
+            assert "path=/infer" in engine_log.read_text(), "the separate engine ran it"
             assert "resnet-engine" not in (tmp_path / "front.log").read_text(), "the front started no engine of its own"
-            engine_server.__exit__(None, None, None)  # the engine goes away under the running front
+            engine_server.close()  # the engine goes away under the running front
             r = httpx.post(f"{front}/classify", files=image, timeout=30)
             assert r.status_code == 503 and r.json()["error"] == "overloaded", "engine gone: 503, not 500"
-    finally:
-        engine_server.__exit__(None, None, None)
