@@ -6,12 +6,18 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class Server(str):
+    """The base URL of a running server, with the process id of its root (for /proc measurements)."""
+
+    pid: int
 
 
 def free_port() -> int:
@@ -21,15 +27,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240, command=None):
+def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240, command=None,
+          ready_path: str = "/readyz", port: int | None = None):  # fmt: skip
     """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag),
     or for ``command`` (an argument list; ``--port N`` is appended) when one is given."""
-    port = free_port()
+    port = port or free_port()
     cmd = [*(command or [sys.executable, "-m", "bentoml", "serve", target]), "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = Server(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -38,14 +46,15 @@ def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: fl
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} not ready in {ready_timeout}s:\n{log.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with suppress(ProcessLookupError):  # a test may have killed it already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

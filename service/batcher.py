@@ -11,8 +11,10 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from .errors import EngineUnavailable
 
-class QueueTimeout(Exception):
+
+class QueueTimeout(EngineUnavailable):
     """A request waited longer than the queue budget: the caller answers 503."""
 
 

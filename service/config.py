@@ -21,6 +21,7 @@ class Settings:
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
     tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
+    ort_spinning: bool = field(default_factory=lambda: _env("ORT_SPINNING", "0") == "1")
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
@@ -32,6 +33,12 @@ class Settings:
     max_images: int = field(default_factory=lambda: int(_env("MAX_IMAGES", "32")))
     max_body_bytes: int = field(default_factory=lambda: int(_env("MAX_BODY_BYTES", str(20 * 2**20))))
     api_token: str = field(default_factory=lambda: _env("API_TOKEN", ""))
+    # Empty: the model runs in the front's own process. Else the base URL of an engine server.
+    engine_url: str = field(default_factory=lambda: _env("ENGINE_URL", ""))
+    engine_max_body_bytes: int = field(default_factory=lambda: int(_env("ENGINE_MAX_BODY_BYTES", str(256 * 2**20))))
+    engine_token: str = field(default_factory=lambda: _env("ENGINE_TOKEN", ""))
+    access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
+    tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 
 
 SETTINGS = Settings()

@@ -1,69 +1,49 @@
-"""The inference engine: one worker owns the accelerator and batches requests across clients."""
+"""The inference engine: owns the accelerator and batches images across clients, by model and shape.
+
+It runs inside the front's own process (the CPU default: no hop) or alone behind the Open Inference
+Protocol (``python -m service.engine_server``), for GPU hosts and fronts on other machines.
+"""
 
 import logging
 import os
 from functools import partial
 
-import bentoml
-from bentoml.exceptions import ServiceUnavailable
-
 from . import catalog
-from .batcher import Batcher, QueueTimeout
-from .config import SETTINGS
-from .inference import Model, Runner
+from .batcher import Batcher
+from .config import Settings
+from .inference import Item, Model, Runner
 from .metrics import BATCH_SIZE, INFERENCE_SECONDS
 
 log = logging.getLogger("resnet.engine")
 
 
+def _observe(model: str, size: int, seconds: float) -> None:
+    BATCH_SIZE.labels(model=model).observe(size)
+    INFERENCE_SECONDS.labels(model=model).observe(seconds)
+
+
 class Engine:
-    """One API over lists of uint8 images; the batcher merges the lists of concurrent calls."""
+    """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
-    def __init__(self) -> None:
-        threads = SETTINGS.ort_threads or os.cpu_count() or 1
-        size = SETTINGS.max_batch_size if SETTINGS.batching else 1
-        models = {}
-        for tag in SETTINGS.models:
+    def __init__(self, settings: Settings) -> None:
+        threads = settings.ort_threads or os.cpu_count() or 1
+        size = settings.max_batch_size if settings.batching else 1
+        self.models: dict[str, Model] = {}
+        for tag in settings.models:
             entry = catalog.load(tag)
-            models[entry.name] = Model(
-                entry, SETTINGS.providers, threads, SETTINGS.require_gpu, size, tf32=SETTINGS.tf32
-            )
-        self.runner = Runner(models)
-        self.batcher = Batcher(partial(self.runner, on_call=self._observe), size, SETTINGS.max_latency_ms / 1e3)
-        warmed = sum(m.warmup() for m in models.values())
-        log.warning(
-            "engine ready: %d model(s), %d shape buckets warmed, %d threads",
-            len(models),
-            warmed,
-            threads,
-        )
+            self.models[entry.name] = Model(entry, settings.providers, threads, settings.require_gpu, size,
+                                            tf32=settings.tf32, spinning=settings.ort_spinning)  # fmt: skip
+        self.batcher = Batcher(partial(Runner(self.models), on_call=_observe), size, settings.max_latency_ms / 1e3)
+        warmed = sum(m.warmup() for m in self.models.values())
+        log.warning("engine ready: %d model(s), %d shape buckets warmed, %d threads, spinning %s",
+                    len(self.models), warmed, threads, "on" if settings.ort_spinning else "off")  # fmt: skip
 
-    @bentoml.api
-    async def infer(self, requests: list[dict]) -> list[dict]:
-        try:
-            return await self.batcher.submit(requests)
-        except QueueTimeout as exc:
-            raise ServiceUnavailable(str(exc)) from None
+    async def infer(self, items: list[Item]) -> list[dict]:
+        """Results in item order; raises QueueTimeout when the queue budget runs out first."""
+        return await self.batcher.submit(items)
 
-    @staticmethod
-    def _observe(model: str, size: int, seconds: float) -> None:
-        BATCH_SIZE.labels(model=model).observe(size)
-        INFERENCE_SECONDS.labels(model=model).observe(seconds)
+    async def ready(self) -> bool:
+        return True  # warm from the start: __init__ ran every shape bucket
 
-    @bentoml.api
-    def providers(self) -> dict[str, str]:
-        return {name: m.provider for name, m in self.runner.models.items()}
-
-
-for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
-    setattr(Engine, f"model_{_i}", bentoml.models.BentoModel(_tag))
-
-# BentoML's client recycles its connection session every `max_requests` calls (default 100) and
-# cuts the calls still in flight on the old one: above ~100 concurrent requests they failed with
-# "Server disconnected". The session is recycled once a day instead.
-Engine = bentoml.service(
-    name="resnet-engine",
-    workers=1,
-    traffic={"timeout": SETTINGS.timeout_s},
-    runner_connection={"max_requests": 2**31 - 1, "max_age": 86_400.0},
-)(Engine)
+    async def providers(self) -> dict[str, str]:
+        return {name: m.provider for name, m in self.models.items()}

@@ -10,3 +10,7 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "detail": self.detail}
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot take the call now (unreachable, restarting or over its queue budget): 503, retry."""

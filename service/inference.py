@@ -3,6 +3,7 @@
 import logging
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -22,10 +23,16 @@ def buckets(pre: dict) -> list[tuple[int, int]]:
     return sorted(shapes)
 
 
+OUTPUTS = ("logits", "embedding", "features")
+
+
 def make_session(
-    path, providers: tuple[str, ...], threads: int, require_gpu: bool, tf32: bool = False
+    path, providers: tuple[str, ...], threads: int, require_gpu: bool, tf32: bool = False, spinning: bool = False
 ) -> ort.InferenceSession:
     """A session on the first available provider of ``providers``; loud about any fallback.
+
+    Intra-op threads do not spin between calls unless asked: with a small model and many small
+    calls, spinning burned ~2–3 CPU-ms per request on 2 cores for no gain in latency.
 
     On CUDA, TF32 is off unless asked for: with it, ResNet-50 fp32 logits moved by 1.6e-2 of their
     range on an H200 (2.1e-5 without), beyond the 1e-3 an fp32 export is checked to. The fp16
@@ -36,6 +43,7 @@ def make_session(
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     chosen = []
     for p in providers:
         if p == CUDA:  # shapes vary: heuristic algorithm choice instead of an exhaustive search per shape
@@ -104,16 +112,16 @@ class Model:
         max_batch: int = 1,
         fixed_batches: bool | None = None,
         tf32: bool = False,
+        spinning: bool = False,
     ) -> None:
         self.entry, self.meta = entry, entry.meta
         path = entry.path / "model.onnx"
-        self.session = make_session(path, providers, threads, require_gpu, tf32)
+        self.session = make_session(path, providers, threads, require_gpu, tf32, spinning)
         self.provider = self.session.get_providers()[0]
-        self.weight, self.bias = entry.head()
-        check_contract(entry.tag, self.meta, self.session, self.weight)
+        check_contract(entry.tag, self.meta, self.session, entry.head()[0])
         fixed = self.provider == CUDA if fixed_batches is None else fixed_batches
         self.sessions: dict[int, ort.InferenceSession] = {
-            n: make_session(path, providers, threads, require_gpu, tf32) if n > 1 else self.session
+            n: make_session(path, providers, threads, require_gpu, tf32, spinning) if n > 1 else self.session
             for n in (batch_sizes(max_batch) if fixed else [])
         }
         log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta["precision"], self.provider,
@@ -130,8 +138,8 @@ class Model:
             session.run(["logits"], {"pixels": np.zeros((n, side, side, 3), np.uint8)})
         return len(shapes) + len(self.sessions)
 
-    def run(self, pixels: np.ndarray, want_embedding: bool, want_features: bool) -> dict[str, np.ndarray]:
-        names = ["logits"] + ["embedding"] * want_embedding + ["features"] * want_features
+    def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The named outputs for a batch of (N, H, W, 3) uint8 images of one shape."""
         n = len(pixels)
         size = next((s for s in self.sessions if s >= n), None)
         if size is None:  # no fixed batch sizes (CPU), or a batch beyond the largest
@@ -140,43 +148,38 @@ class Model:
         outs = self.sessions[size].run(names, {"pixels": padded})
         return {name: out[:n] for name, out in zip(names, outs, strict=True)}
 
-    def cam(self, features: np.ndarray, cls: int) -> np.ndarray:
-        """Zhou et al. (2016): the class's fc weights applied to the last feature map, (h, w)."""
-        return np.tensordot(self.weight[cls], features, axes=(0, 0))
+
+class Item(NamedTuple):
+    """One image for one model, and the graph outputs wanted for it (a subset of ``OUTPUTS``)."""
+
+    model: str
+    pixels: np.ndarray  # (H, W, 3) uint8
+    outputs: tuple[str, ...] = ("logits",)
 
 
 class Runner:
-    """Runs a list of requests in as few onnxruntime calls as the shapes allow, in request order.
+    """Runs a list of items in as few onnxruntime calls as the shapes allow, in item order.
 
-    A request is ``{"model", "pixels" (H, W, 3) uint8, "embed": bool, "cam": int | None}``; ``cam``
-    is a class index, or -1 for the top class. Each result has ``logits`` and, when asked,
-    ``embedding``, ``cam`` and ``cam_class``, plus ``infer_ms`` and ``batch`` of its call.
+    Each result maps every wanted output name to that image's array, plus ``infer_ms`` and
+    ``batch`` of the onnxruntime call it was part of.
     """
 
     def __init__(self, models: dict[str, Model]) -> None:
         self.models = models
 
-    def __call__(self, requests: list[dict], on_call=None) -> list[dict]:
+    def __call__(self, items: list[Item], on_call=None) -> list[dict]:
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, r in enumerate(requests):
-            groups[(r["model"], r["pixels"].shape)].append(i)
-        results: list[dict] = [{} for _ in requests]
+        for i, item in enumerate(items):
+            groups[(item.model, item.pixels.shape)].append(i)
+        results: list[dict] = [{} for _ in items]
         for (name, _shape), idx in groups.items():
-            model = self.models[name]
-            batch = np.stack([requests[i]["pixels"] for i in idx])
-            want_cam = any(requests[i].get("cam") is not None for i in idx)
-            want_emb = any(requests[i].get("embed") for i in idx)
+            names = [o for o in OUTPUTS if any(o in items[i].outputs for i in idx)]
+            batch = np.stack([items[i].pixels for i in idx])
             t = time.perf_counter()
-            out = model.run(batch, want_emb, want_cam)
+            out = self.models[name].run(batch, names)
             seconds = time.perf_counter() - t
             if on_call is not None:
                 on_call(name, len(idx), seconds)
             for j, i in enumerate(idx):
-                res = {"logits": out["logits"][j], "infer_ms": seconds * 1e3, "batch": len(idx)}
-                if requests[i].get("embed"):
-                    res["embedding"] = out["embedding"][j]
-                if requests[i].get("cam") is not None:
-                    cls = int(out["logits"][j].argmax()) if requests[i]["cam"] < 0 else requests[i]["cam"]
-                    res["cam"], res["cam_class"] = model.cam(out["features"][j], cls), cls
-                results[i] = res
+                results[i] = {o: out[o][j] for o in items[i].outputs} | {"infer_ms": seconds * 1e3, "batch": len(idx)}
         return results

@@ -10,6 +10,11 @@ from PIL import Image
 _STOPS = np.array([[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.9], [1, 0.9, 0], [1, 0.2, 0], [0.6, 0, 0]])
 
 
+def cam(weight: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Zhou et al. (2016): one class's fc weights (C,) applied to the last feature map (C, h, w) → (h, w)."""
+    return np.tensordot(weight, features, axes=(0, 0))
+
+
 def normalise(cam: np.ndarray) -> np.ndarray:
     lo, hi = float(cam.min()), float(cam.max())
     return np.zeros_like(cam, np.float32) if hi - lo < 1e-12 else ((cam - lo) / (hi - lo)).astype(np.float32)

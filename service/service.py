@@ -1,13 +1,15 @@
-"""The public HTTP API: decode and validate images, call the engine, label the answers.
+"""The public HTTP API: decode and validate images, run the model, label the answers.
 
-Serve with ``bentoml serve service.service:Classifier``; the engine runs as its own service.
+Serve with ``bentoml serve service.service:Classifier``. The model runs in this process (the CPU
+default: no hop, no serialisation) unless RESNET_ENGINE_URL names an engine server
+(``python -m service.engine_server``), which the front then calls over the Open Inference Protocol.
 """
 
+import asyncio
 import logging
 import time
 from pathlib import Path
 
-import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -15,18 +17,21 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from . import catalog
+from . import catalog, routes
 from .config import SETTINGS
 from .engine import Engine
-from .errors import ApiError
+from .errors import ApiError, EngineUnavailable
 from .guard import Guard
+from .inference import Item
 from .metrics import PREPROCESS_SECONDS, REQUESTS
 from .preprocess import Limits, Prepared, prepare
-from .render import normalise, overlay_png, peak
+from .remote import RemoteEngine
+from .render import cam, normalise, overlay_png, peak
 from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
 
 log = logging.getLogger("resnet.front")
 POLICIES = ("crop", "full")
+EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans unless RESNET_TRACING=1
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -38,46 +43,32 @@ def _timing(result: dict, pre_ms: float, inf_ms: float) -> Timing:
     return Timing(preprocess_ms=pre_ms, inference_ms=inf_ms, model_ms=result["infer_ms"], batch_size=result["batch"])
 
 
-def _error(exc: ApiError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
-@bentoml.service(
-    name="resnet-classifier",
-    workers=SETTINGS.front_workers,
-    traffic={"timeout": SETTINGS.timeout_s},  # the concurrency limit is the Guard's: JSON 429 with Retry-After
-)
 class Classifier:
-    """Front service: CPU workers that scale with cores; the engine batches behind them."""
-
-    engine = bentoml.depends(Engine)
+    """Front service: decoding, validation and labels; the engine batches across every client."""
 
     def __init__(self) -> None:
         self.entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}
+        self.heads = {name: e.head()[0] for name, e in self.entries.items()}
         self.default = next(iter(self.entries))
-        self._engine_ready = False
+        if SETTINGS.engine_url:
+            url, token = SETTINGS.engine_url, SETTINGS.engine_token
+            self.engine = RemoteEngine(url, token, SETTINGS.timeout_s, list(self.entries))
+            log.warning("front: the engine is remote, at %s", SETTINGS.engine_url)
+        else:
+            self.engine = Engine(SETTINGS)
+        self._ready = False
 
     async def __is_ready__(self) -> bool:
         """Ready once the engine answers, i.e. after every model and shape bucket is warm."""
-        if not self._engine_ready:
-            try:
-                await self.engine.to_async.providers()
-                self._engine_ready = True
-            except Exception:
-                return False
-        return True
+        self._ready = self._ready or await self.engine.ready()
+        return self._ready
 
     # -- request handling shared by every route -------------------------------------------------
 
     def _resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[catalog.Entry, str]:
         name = model or self.default
         if name not in self.entries:
-            raise ApiError(
-                404,
-                "unknown_model",
-                f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}",
-            )
+            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}")
         entry = self.entries[name]
         policy = policy or entry.meta["preprocessing"]["policy"]
         if policy not in POLICIES:
@@ -89,30 +80,23 @@ class Classifier:
 
     async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
         limits = Limits(SETTINGS.max_pixels, SETTINGS.max_aspect, entry.meta["min_input_size"])
-        pre = entry.meta["preprocessing"]
         t = time.perf_counter()
-        data = await anyio.Path(image).read_bytes()
-        prepared = await anyio.to_thread.run_sync(prepare, data, policy, pre, limits)
+        pre = entry.meta["preprocessing"]
+        prepared = await anyio.to_thread.run_sync(prepare, image.read_bytes(), policy, pre, limits)
         seconds = time.perf_counter() - t
         PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
         h, w = prepared.pixels.shape[:2]
         REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
         return prepared, seconds * 1e3
 
-    async def _infer(self, requests: list[dict]) -> tuple[list[dict], float]:
+    async def _infer(self, items: list[Item]) -> tuple[list[dict], float]:
         t = time.perf_counter()
-        for attempt in range(2):
-            try:
-                results = await self.engine.to_async.infer(requests)
-                break
-            except aiohttp.ClientConnectionError:  # a pooled connection the engine had just closed: retry once
-                if attempt == 0:
-                    continue
-                failure = "engine unreachable"
-            except Exception:  # the engine shed load (its queue budget ran out) or is restarting
-                failure = "engine call failed"
-            log.warning("%s for %d image(s)", failure, len(requests), exc_info=True)
-            raise ApiError(503, "overloaded", "the inference engine is at capacity or restarting; retry shortly")
+        try:
+            results = await self.engine.infer(items)
+        except EngineUnavailable as exc:
+            log.warning("engine refused %d image(s): %s", len(items), exc)
+            detail = "the inference engine is at capacity or restarting; retry shortly"
+            raise ApiError(503, "overloaded", detail) from None
         return results, (time.perf_counter() - t) * 1e3
 
     def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:
@@ -131,41 +115,30 @@ class Classifier:
 
     async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
         entry, policy = self._resolve(model, policy, top_k)
-        prepared = [await self._prepare(entry, policy, img) for img in images]
-        requests = [{"model": entry.name, "pixels": p.pixels} for p, _ in prepared]
-        results, inf_ms = await self._infer(requests)
+        prepared = await asyncio.gather(*(self._prepare(entry, policy, img) for img in images))
+        results, inf_ms = await self._infer([Item(entry.name, p.pixels) for p, _ in prepared])
         return [
             Classification(**self._classification(entry, policy, p, r, ms, inf_ms, top_k))
             for (p, ms), r in zip(prepared, results, strict=True)
         ]
 
-    # -- routes -----------------------------------------------------------------------------------
+    # -- routes: served by the Guard's fast path (routes.py), declared here for BentoML's schema ----
 
     @bentoml.api
     async def classify(
         self, image: Path, top_k: int = 5, model: str | None = None, policy: str | None = None
     ) -> Classification:
         """Labelled top-k for one image of any size."""
-        try:
-            return (await self._classify_many([image], top_k, model, policy))[0]
-        except ApiError as exc:
-            return _error(exc)
+        return (await self._classify_many([image], top_k, model, policy))[0]
 
     @bentoml.api
     async def classify_batch(
-        self,
-        images: list[Path],
-        top_k: int = 5,
-        model: str | None = None,
-        policy: str | None = None,
+        self, images: list[Path], top_k: int = 5, model: str | None = None, policy: str | None = None
     ) -> BatchClassification:
         """One result per image, in order."""
-        try:
-            if not 1 <= len(images) <= SETTINGS.max_images:
-                raise ApiError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
-            return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
-        except ApiError as exc:
-            return _error(exc)
+        if not 1 <= len(images) <= SETTINGS.max_images:
+            raise ApiError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
+        return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
 
     @bentoml.api
     async def explain(
@@ -178,61 +151,57 @@ class Classifier:
         policy: str | None = None,
     ) -> Explanation:
         """Class activation map (Zhou et al., 2016) from the same forward pass as the prediction."""
-        try:
-            entry, policy = self._resolve(model, policy, top_k)
-            k = entry.meta["num_classes"]
-            if class_index is not None and not 0 <= class_index < k:
-                raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
-            prepared, pre_ms = await self._prepare(entry, policy, image)
-            cam_req = -1 if class_index is None else class_index
-            (result,), inf_ms = await self._infer([{"model": entry.name, "pixels": prepared.pixels, "cam": cam_req}])
-            cam01 = normalise(result["cam"])
-            h, w = prepared.pixels.shape[:2]
-            x, y = peak(cam01)
-            x, y = x * w / cam01.shape[1], y * h / cam01.shape[0]
-            return Explanation(
-                **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
-                class_index=result["cam_class"],
-                class_label=entry.meta["labels"][result["cam_class"]],
-                peak=prepared.to_original(x, y),
-                heatmap_png=overlay_png(prepared.pixels, cam01),
-                cam=cam01.round(4).tolist() if include_map else None,
-            )
-        except ApiError as exc:
-            return _error(exc)
+        entry, policy = self._resolve(model, policy, top_k)
+        k = entry.meta["num_classes"]
+        if class_index is not None and not 0 <= class_index < k:
+            raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
+        prepared, pre_ms = await self._prepare(entry, policy, image)
+        (result,), inf_ms = await self._infer([Item(entry.name, prepared.pixels, ("logits", "features"))])
+        cls = int(result["logits"].argmax()) if class_index is None else class_index
+        cam01 = normalise(cam(self.heads[entry.name][cls], result["features"]))
+        h, w = prepared.pixels.shape[:2]
+        x, y = peak(cam01)
+        x, y = x * w / cam01.shape[1], y * h / cam01.shape[0]
+        return Explanation(
+            **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
+            class_index=cls,
+            class_label=entry.meta["labels"][cls],
+            peak=prepared.to_original(x, y),
+            heatmap_png=overlay_png(prepared.pixels, cam01),
+            cam=cam01.round(4).tolist() if include_map else None,
+        )
 
     @bentoml.api
     async def embed(
-        self,
-        image: Path,
-        normalize: bool = True,
-        model: str | None = None,
-        policy: str | None = None,
+        self, image: Path, normalize: bool = True, model: str | None = None, policy: str | None = None
     ) -> Embedding:
         """The pooled feature vector (the input of the linear head)."""
-        try:
-            entry, policy = self._resolve(model, policy, None)
-            prepared, pre_ms = await self._prepare(entry, policy, image)
-            (result,), inf_ms = await self._infer([{"model": entry.name, "pixels": prepared.pixels, "embed": True}])
-            vec = result["embedding"].astype(np.float64)
-            if normalize:
-                vec = vec / max(np.linalg.norm(vec), 1e-12)
-            timing = _timing(result, pre_ms, inf_ms)
-            return Embedding(
-                model=entry.name,
-                dim=len(vec),
-                normalized=normalize,
-                embedding=vec.tolist(),
-                timing=timing,
-            )
-        except ApiError as exc:
-            return _error(exc)
+        entry, policy = self._resolve(model, policy, None)
+        prepared, pre_ms = await self._prepare(entry, policy, image)
+        (result,), inf_ms = await self._infer([Item(entry.name, prepared.pixels, ("logits", "embedding"))])
+        vec = result["embedding"].astype(np.float64)
+        if normalize:
+            vec = vec / max(np.linalg.norm(vec), 1e-12)
+        return Embedding(model=entry.name, dim=len(vec), normalized=normalize, embedding=vec.tolist(),
+                         timing=_timing(result, pre_ms, inf_ms))  # fmt: skip
 
     @bentoml.api(route="/models")
     async def models(self) -> list[dict]:
         """Each loaded model's metadata, its parity report, and the provider it runs on."""
-        providers = await self.engine.to_async.providers()
+        providers = await self.engine.providers()
         return [{**e.meta, "tag": e.tag, "provider": providers.get(name)} for name, e in self.entries.items()]
+
+
+for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
+    setattr(Classifier, f"model_{_i}", bentoml.models.BentoModel(_tag))
+
+Classifier = bentoml.service(
+    name="resnet-classifier",
+    workers=SETTINGS.front_workers,
+    traffic={"timeout": SETTINGS.timeout_s},  # the concurrency limit is the Guard's: JSON 429 with Retry-After
+    logging={"access": {"enabled": SETTINGS.access_log}},  # per-request layers off the hot path unless asked for
+    tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
+)(Classifier)
 
 
 async def _get_models(request) -> JSONResponse:
@@ -246,10 +215,6 @@ async def _ui(request) -> FileResponse:
 # GET /models (the POST route above is BentoML's convention; people also expect a plain GET) and /ui.
 _pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route("/ui", _ui, methods=["GET"])])
 Classifier.mount_asgi_app(_pages, path="/")
-FORMS = {
-    api.route: (files := frozenset(api.input_spec.multipart_fields), frozenset(api.input_spec.model_fields) - files)
-    for api in Classifier.apis.values()
-    if api.input_spec.multipart_fields
-}
-Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token, forms=FORMS,
+Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token,
+                               routes=routes.multipart_routes(Classifier),
                                max_concurrency=SETTINGS.max_concurrency)  # fmt: skip

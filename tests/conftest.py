@@ -29,3 +29,30 @@ def url(tmp_path_factory):
            "RESNET_MAX_CONCURRENCY": "512"}  # fmt: skip
     with serve(home, home / "server.log", **env) as base:
         yield base
+
+
+@pytest.fixture(scope="session")
+def split(tmp_path_factory):
+    """The engine server (token required) and a front calling it, as on two hosts; the front's model
+    store holds no ONNX file, since only the engine needs one."""
+    import shutil
+    import sys
+
+    from loadtest.server import serve as serve_command
+    from tests.server import DEFAULT, import_models, serve
+
+    home = tmp_path_factory.mktemp("engine-home")
+    import_models(home, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
+    front_home = tmp_path_factory.mktemp("front-home") / "store"
+    shutil.copytree(home, front_home)
+    for onnx in front_home.rglob("model.onnx"):
+        onnx.unlink()
+    models, token = "shapes-resnet10:latest,shapes-resnet10-int8:latest", "engine-secret-for-tests"
+    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": models, "RESNET_ENGINE_TOKEN": token}
+    command = [sys.executable, "-m", "service.engine_server", "--host", "127.0.0.1"]
+    engine_log = home / "engine.log"
+    with serve_command("engine", env, engine_log, command=command, ready_path="/v2/health/ready") as engine:
+        front_env = {"RESNET_MODELS": models, "RESNET_ENGINE_URL": engine, "RESNET_ENGINE_TOKEN": token}
+        with serve(front_home, front_home / "front.log", **front_env) as front:
+            yield {"engine": engine, "front": front, "token": token, "engine_log": engine_log, "env": env,
+                   "command": command}  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher, QueueTimeout
-from service.inference import Model, batch_sizes
+from service.inference import OUTPUTS, Model, batch_sizes
 from tests.test_default_model import entry
 
 
@@ -121,7 +121,7 @@ def test_fixed_batch_sessions_pad_to_a_power_of_two_and_answer_the_same():
     rng = np.random.default_rng(0)
     for n in (1, 3, 5, 8):
         x = rng.integers(0, 256, (n, 112, 144, 3), dtype=np.uint8)
-        want, got = plain.run(x, True, True), fixed.run(x, True, True)
+        want, got = plain.run(x, list(OUTPUTS)), fixed.run(x, list(OUTPUTS))
         for name in ("logits", "embedding", "features"):
             assert got[name].shape == want[name].shape
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)

@@ -24,8 +24,8 @@ def test_build_and_serve_the_bento(tmp_path) -> None:
     subprocess.run([*bentoml, "build"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     (bento,) = (home / "bentos" / "resnet-classifier").glob("*/bento.yaml")
     info = yaml.safe_load(bento.read_text())
-    engine = next(s for s in info["services"] if s["name"] == "resnet-engine")
-    assert {m["tag"].split(":")[0] for m in engine["models"]} == {"shapes-resnet10", "shapes-resnet10-int8"}
+    (service,) = info["services"]  # one service: the model runs in its own process, no depends graph
+    assert {m["tag"].split(":")[0] for m in service["models"]} == {"shapes-resnet10", "shapes-resnet10-int8"}
     requirements = (bento.parent / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime-gpu" in requirements and "torch" not in requirements
     assert (bento.parent / "src" / "service" / "static" / "ui.html").is_file()

@@ -12,8 +12,9 @@ from export.pipeline import ExportSpec, run
 from models.shapes import BANDS, CLASSES, sample, sample_in_band
 from models.train_shapes import TrainConfig, normalise, to_bucket, train
 from service.catalog import Entry
-from service.inference import Model, Runner
+from service.inference import OUTPUTS, Item, Model, Runner
 from service.preprocess import Limits, prepare
+from service.render import cam as class_map
 from service.render import normalise as normalise_cam
 from service.render import peak
 from tests.conftest import ROOT
@@ -85,15 +86,16 @@ def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
     limits = Limits(min_side=16)
     prepared = [prepare(bmp(s.image), "full", pre, limits) for _, s in test_set]
     runner = Runner(onnx_models)
-    fp32 = runner([{"model": "shapes-resnet10", "pixels": p.pixels, "cam": -1} for p in prepared])
-    int8 = runner([{"model": "shapes-resnet10-int8", "pixels": p.pixels} for p in prepared])
+    fp32 = runner([Item("shapes-resnet10", p.pixels, ("logits", "features")) for p in prepared])
+    int8 = runner([Item("shapes-resnet10-int8", p.pixels) for p in prepared])
+    head = onnx_models["shapes-resnet10"].entry.head()[0]
     top_fp32 = [int(r["logits"].argmax()) for r in fp32]
     top_int8 = [int(r["logits"].argmax()) for r in int8]
     check(accuracy_by_band(top_fp32, test_set))
     assert np.mean(np.equal(top_fp32, top_int8)) >= 0.99, "int8 agrees with fp32 on ≥ 99 % of images"
     hits = []
     for (_, s), p, r in zip(test_set, prepared, fp32, strict=True):
-        cam = normalise_cam(r["cam"])
+        cam = normalise_cam(class_map(head[int(r["logits"].argmax())], r["features"]))
         x, y = peak(cam)
         px, py = p.to_original(x * p.pixels.shape[1] / cam.shape[1], y * p.pixels.shape[0] / cam.shape[0])
         hits.append(s.box[0] <= px < s.box[2] and s.box[1] <= py < s.box[3])
@@ -115,8 +117,8 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
     rng = np.random.default_rng(1)
     for size in [(112, 112), (112, 336), (224, 112)]:
         x = np.stack([np.asarray(sample(rng, size=size[::-1]).image) for _ in range(3)])
-        a = onnx_models["shapes-resnet10"].run(x, True, True)
-        b = fresh.run(x, True, True)
+        a = onnx_models["shapes-resnet10"].run(x, list(OUTPUTS))
+        b = fresh.run(x, list(OUTPUTS))
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5)
     assert meta["preprocessing"]["policy"] == "full" and meta["parity"]["worst"]["top1"] == 1.0

@@ -37,18 +37,29 @@ def test_manifests_fit_together() -> None:
             <= pod["metadata"]["labels"].items()
         )
         (container,) = pod["spec"]["containers"]
-        assert container["command"][:4] == ["python", "-m", "service.split", role]
-        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        live, ready = ("/v2/health/live", "/v2/health/ready") if role == "engine" else ("/livez", "/readyz")
+        assert container["livenessProbe"]["httpGet"]["path"] == live
+        assert container["readinessProbe"]["httpGet"]["path"] == ready
         assert container["ports"][0]["containerPort"] == 3000
         pods[role] = (pod, container)
+    engine_cmd, front_cmd = (pods[role][1]["command"] for role in ("engine", "front"))
+    assert engine_cmd[:3] == ["python", "-m", "service.engine_server"] and "0.0.0.0" in engine_cmd
+    assert front_cmd[:3] == ["bentoml", "serve", "service.service:Classifier"], "BentoML's own CLI"
+    env = {role: {e["name"]: e for e in pods[role][1]["env"]} for role in pods}
+    secrets = {role: env[role]["RESNET_ENGINE_TOKEN"]["valueFrom"]["secretKeyRef"] for role in pods}
+    assert secrets["engine"] == secrets["front"], "front and engine share the engine's token"
+    assert "optional" not in secrets["engine"], "the engine does not start without it"
     assert pods["engine"][1]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in str(pods["front"][1]["resources"]), "fronts need no GPU"
     engine_service = r[("Service", "resnet-engine")]
     assert engine_service["spec"]["selector"].items() <= pods["engine"][0]["metadata"]["labels"].items()
-    front_cmd = pods["front"][1]["command"]
     port = engine_service["spec"]["ports"][0]["port"]
-    assert front_cmd[front_cmd.index("--engine") + 1] == f"http://resnet-engine:{port}", "the front finds the engine"
+    assert env["front"]["RESNET_ENGINE_URL"]["value"] == f"http://resnet-engine:{port}", "the front finds the engine"
+    policy = r[("NetworkPolicy", "resnet-engine")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pods["engine"][0]["metadata"]["labels"].items()
+    (rule,) = policy["ingress"]
+    assert [f["podSelector"]["matchLabels"] for f in rule["from"]] == [pods["front"][0]["metadata"]["labels"]]
+    assert rule["ports"] == [{"protocol": "TCP", "port": pods["engine"][1]["ports"][0]["containerPort"]}]
     assert r[("Service", "resnet-serve")]["spec"]["selector"].items() <= pods["front"][0]["metadata"]["labels"].items()
     assert r[("HorizontalPodAutoscaler", "resnet-front")]["spec"]["scaleTargetRef"]["name"] == "resnet-front"
 

@@ -16,6 +16,6 @@ def test_soak_zero_errors_and_flat_memory(tmp_path) -> None:
         # decoder buffers) and is flat after that (measured to 11,200): warm up past it first.
         result = soak(url, tmp_path, mixed_requests(IMAGES), requests=2500, warmup=4000)
     print(result)
-    assert result["processes"] >= 3, "supervisor, front worker and engine measured"
+    assert result["processes"] >= 2, "supervisor and the worker that runs the model measured"
     assert result["statuses"] == {200: 2500}, result["statuses"]
     assert result["max_growth"] < 0.10, f"resident memory grew {result['max_growth']:.1%} after warm-up"

@@ -1,0 +1,49 @@
+"""Small ASGI helpers shared by the front's Guard and the engine server: bounded bodies, JSON replies, tokens."""
+
+import hmac
+import json
+
+
+class BodyTooLarge(Exception):
+    """The body grew past its limit while it was read."""
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def bearer_ok(scope, token: str) -> bool:
+    """Constant-time check of ``Authorization: Bearer <token>``; true when no token is configured."""
+    return not token or hmac.compare_digest(header(scope, b"authorization") or "", f"Bearer {token}")
+
+
+async def read_body(scope, receive, limit: int) -> bytes | None:
+    """The whole body, or None when the client went away; BodyTooLarge past ``limit`` (declared or streamed)."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, seen = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def send_bytes(send, status: int, body: bytes, content_type: bytes, headers=()) -> None:
+    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send, status: int, payload: object, headers=()) -> None:
+    await send_bytes(send, status, json.dumps(payload).encode(), b"application/json", headers)

@@ -1,0 +1,148 @@
+"""The engine alone as an Open Inference Protocol tensor server: tritonclient calls it, a front on another
+"host" classifies through it, and it refuses what it should, before reading what it need not."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from loadtest.server import serve as serve_command
+from service.catalog import Entry
+from service.inference import OUTPUTS, Model
+from tests.conftest import ROOT
+from tests.server import DEFAULT
+from tests.test_wire import probe_every_socket
+
+pytestmark = pytest.mark.xdist_group("engine")
+STAR = (ROOT / "docs" / "star.png").read_bytes()
+
+
+def client(split) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(split["engine"].removeprefix("http://"))
+
+
+def auth(split) -> dict:
+    return {"Authorization": f"Bearer {split['token']}"}
+
+
+def pixels(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_tritonclient_health_metadata_and_inference(split) -> None:
+    c, headers = client(split), auth(split)
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready("shapes-resnet10", headers=headers)
+    assert "binary_tensor_data" in c.get_server_metadata(headers=headers)["extensions"]
+    meta = c.get_model_metadata("shapes-resnet10", headers=headers)
+    assert meta["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
+    assert [o["name"] for o in meta["outputs"]] == list(OUTPUTS)
+    x = pixels(3, 112, 176)
+    entry = Entry("ref", DEFAULT, json.loads((DEFAULT / "model.json").read_text()))
+    local = Model(entry, ("CPUExecutionProvider",), 1, False).run(x, list(OUTPUTS))
+    for binary in (True, False):
+        tensor = triton.InferInput("pixels", list(x.shape), "UINT8")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        wanted = [triton.InferRequestedOutput(name, binary_data=binary) for name in OUTPUTS]
+        result = c.infer("shapes-resnet10", [tensor], outputs=wanted, headers=dict(headers))  # it adds to the dict
+        for name in OUTPUTS:
+            np.testing.assert_allclose(result.as_numpy(name), local[name], rtol=1e-4, atol=1e-4)
+    assert result.as_numpy("features").shape == (3, 128, 7, 11)
+
+
+def test_every_call_but_health_needs_the_token(split) -> None:
+    c = client(split)
+    assert c.is_server_live(), "health is open, as probes need"
+    with pytest.raises(InferenceServerException, match="token"):
+        c.get_model_metadata("shapes-resnet10")
+    wrong = {"Authorization": "Bearer not-it"}
+    r = httpx.post(f"{split['engine']}/v2/models/shapes-resnet10/infer", content=b"{}", headers=wrong)
+    assert r.status_code == 401 and "token" in r.json()["error"]
+
+
+def test_no_token_refused_before_the_body_is_read(split) -> None:
+    """A client announcing a gigabyte is answered 401 at once, without sending any of it."""
+    host, port = split["engine"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /v2/models/shapes-resnet10/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 401")
+
+
+def request(shape: list[int], datatype: str = "UINT8", data: list | None = None, **extra) -> bytes:
+    tensor = {"name": "pixels", "datatype": datatype, "shape": shape, "data": data}
+    if data is None:
+        tensor = {**tensor, "data": [0] * int(np.prod(shape))}
+    return json.dumps({"inputs": [tensor], **extra}).encode()
+
+
+BINARY_PROMISE = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 32, 32, 3],
+                                         "parameters": {"binary_data_size": 3072}}]}).encode()  # fmt: skip
+BAD = {
+    "not json": (b"\x80\x04\x95 not json", None),
+    "no inputs": (b'{"outputs": []}', None),
+    "float pixels": (request([1, 32, 32, 3], "FP32"), None),
+    "wrong data size": (request([1, 32, 32, 3], data=[1, 2]), None),
+    "not an image tensor": (request([32, 32, 3]), None),
+    "too small": (request([1, 2, 2, 3]), None),
+    "unknown output": (request([1, 16, 16, 3], outputs=[{"name": "__class__"}]), None),
+    "binary size beyond the body": (BINARY_PROMISE + bytes(10), str(len(BINARY_PROMISE))),
+    "header length beyond the body": (b"{}", "99"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_requests_are_4xx_json(split, case: str) -> None:
+    body, length = BAD[case]
+    headers = {**auth(split), **({"Inference-Header-Content-Length": length} if length else {})}
+    r = httpx.post(f"{split['engine']}/v2/models/shapes-resnet10/infer", content=body, headers=headers)
+    assert r.status_code == 400 and isinstance(r.json()["error"], str), r.text
+    assert httpx.get(f"{split['engine']}/v2/models/nope", headers=auth(split)).status_code == 404
+
+
+def test_front_classifies_through_the_remote_engine(split) -> None:
+    before = split["engine_log"].read_text()
+    r = httpx.post(f"{split['front']}/classify", files={"image": ("star.png", STAR, "image/png")}, timeout=30)
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star", r.text
+    explained = httpx.post(f"{split['front']}/explain", files={"image": ("s.png", STAR, "image/png")}, timeout=30)
+    assert explained.status_code == 200 and explained.json()["class_label"] == "star"
+    listing = httpx.get(f"{split['front']}/models").json()
+    assert {m["provider"] for m in listing} == {"CPUExecutionProvider"}, "reported by the engine"
+    assert "engine ready" in before
+
+
+def test_engine_refuses_to_listen_beyond_loopback_without_a_token(split) -> None:
+    env = {k: v for k, v in split["env"].items() if k != "RESNET_ENGINE_TOKEN"}
+    command = [sys.executable, "-m", "service.engine_server", "--host", "0.0.0.0", "--port", "1"]
+    run = subprocess.run(command, cwd=ROOT, env={**os.environ, **env, "RESNET_ENGINE_TOKEN": ""},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "RESNET_ENGINE_TOKEN" in run.stderr
+
+
+def test_no_pickle_runs_on_engine_or_front(split, tmp_path) -> None:
+    probe_every_socket([split["engine"].pid, split["front"].pid], tmp_path, auth(split))
+
+
+def test_engine_gone_means_503_then_answers_again_when_it_is_back(split, tmp_path) -> None:
+    """Last of the tests on ``split`` (the xdist group runs them in file order): it kills the engine."""
+    engine, front = split["engine"], split["front"]
+    image = {"image": ("star.png", STAR, "image/png")}
+    os.kill(engine.pid, signal.SIGKILL)
+    os.waitpid(engine.pid, 0)
+    t = time.monotonic()
+    r = httpx.post(f"{front}/classify", files=image, timeout=30)
+    assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert time.monotonic() - t < 5, "refused at once, not after a timeout"
+    port = int(engine.rsplit(":", 1)[1])
+    with serve_command("engine again", split["env"], tmp_path / "engine2.log", command=split["command"],
+                       ready_path="/v2/health/ready", port=port):  # fmt: skip
+        r = httpx.post(f"{front}/classify", files=image, timeout=30)
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
