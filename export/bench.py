@@ -80,13 +80,6 @@ def export_cost(variant: str, work: Path) -> dict:
     return {"variant": variant, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_kb / 1024}
 
 
-def export_float_input(model: torch.nn.Module, path: Path) -> None:
-    """A plain float NCHW graph, for the naive baseline service that normalises in numpy."""
-    dims = {0: torch.export.Dim.DYNAMIC}
-    torch.onnx.export(model, (torch.randn(2, 3, 224, 224),), dynamo=True, input_names=["input"],
-                      dynamic_shapes={"x": dims}).save(str(path))  # fmt: skip
-
-
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "models"
@@ -94,8 +87,6 @@ def main(out: Path) -> None:
         run(ExportSpec(variant="resnet50", random_init=True, precisions=("fp32", "int8"), output=work,
                        to_store=False, parity_shapes=[(1, 224, 224), (2, 224, 224)]))  # fmt: skip
     r50 = models.create("resnet50").eval()  # timing only: its weights need not be the exported ones
-    if not (work / "resnet50-float.onnx").is_file():
-        export_float_input(r50, work / "resnet50-float.onnx")
     shapes = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6), DEFAULT / "weights.safetensors")
     rows = compare_engines("resnet50", r50, {"fp32": work / "resnet50" / "model.onnx",
                                              "int8": work / "resnet50-int8" / "model.onnx"}, 224)  # fmt: skip

@@ -51,11 +51,12 @@ async def _drive(url: str, route: str, bodies: list[bytes], concurrency: int, co
     return latencies
 
 
-def cpu_per_request(url: str, pid: int, bodies: list[bytes], concurrency: int, count: int,
+def cpu_per_request(url: str, roots: list[int], bodies: list[bytes], concurrency: int, count: int,
                     route: str = "classify", **fields: str) -> dict:  # fmt: skip
-    """Server and client CPU-ms per request, and latency, for ``count`` requests after a warm-up."""
+    """Server CPU-ms per request (summed over the trees of ``roots``), the client's, and latency,
+    for ``count`` requests after a warm-up."""
     asyncio.run(_drive(url, route, bodies, concurrency, max(50, count // 10), fields))
-    pids = tree(pid)
+    pids = [p for root in roots for p in tree(root)]
     server, client, wall = cpu_seconds(pids), time.process_time(), time.perf_counter()
     latencies = asyncio.run(_drive(url, route, bodies, concurrency, count, fields))
     server, client = cpu_seconds(pids) - server, time.process_time() - client

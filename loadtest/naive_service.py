@@ -1,33 +1,35 @@
-"""The baseline most tutorials ship: one service, one onnxruntime call per request, float numpy.
+"""The baseline most tutorials ship: one BentoML API, one onnxruntime call per request, no batching.
 
-Served only by the benchmark (`make bench`), to show what the real service is measured against.
+Served only by the benchmark (`make bench`) on the same ONNX graph as the service (NAIVE_MODEL: an
+exported model's folder), to show what the real service is measured against.
 """
 
+import json
 import os
+from pathlib import Path
 
 import bentoml
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
-
 
 @bentoml.service(name="naive-resnet", workers=1)
 class Naive:
     def __init__(self) -> None:
-        self.session = ort.InferenceSession(os.environ["NAIVE_ONNX"], providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        folder = Path(os.environ["NAIVE_MODEL"])
+        self.crop = json.loads((folder / "model.json").read_text())["preprocessing"]["crop"]
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
 
     @bentoml.api
     def classify(self, image: Image.Image, top_k: int = 5) -> dict:
         img = image.convert("RGB")
-        scale = 256 / min(img.size)
+        scale = self.crop["resize"] / min(img.size)
         img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
-        left, top = (img.width - 224) // 2, (img.height - 224) // 2
-        x = (np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255 - MEAN) / STD
-        logits = self.session.run(None, {self.input: x.transpose(2, 0, 1)[None]})[0][0]
+        size = self.crop["size"]
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        pixels = np.asarray(img.crop((left, top, left + size, top + size)))[None]
+        logits = self.session.run(["logits"], {"pixels": pixels})[0][0]
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         order = np.argsort(-probs)[:top_k]

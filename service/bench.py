@@ -1,6 +1,9 @@
 """In-process pipeline timing: decode + preprocess + onnxruntime on files, no HTTP, one at a time.
 
 python -m service.bench OUT.json MODEL_FOLDER IMAGE...    (run by `make bench`)
+
+Besides latency, it gives the CPU floor of a request: CPU time per image of the same work with one
+onnxruntime thread, which the served CPU-ms per request are measured against.
 """
 
 import json
@@ -10,29 +13,38 @@ import time
 from pathlib import Path
 
 from .catalog import Entry
-from .inference import Model, Runner
+from .inference import Item, Model, Runner
 from .preprocess import Limits, prepare
+
+CPU = ("CPUExecutionProvider",)
+
+
+def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs: int = 3) -> dict:
+    """Per-image latency (median), preprocessing share and CPU time over ``runs`` passes of ``data``."""
+    latencies, pre_ms, limits = [], [], Limits(min_side=entry.meta["min_input_size"])
+    cpu = time.process_time()
+    for _ in range(runs):
+        for blob in data:
+            t0 = time.perf_counter()
+            p = prepare(blob, policy, entry.meta["preprocessing"], limits)
+            t1 = time.perf_counter()
+            runner([Item(entry.name, p.pixels)])
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            pre_ms.append((t1 - t0) * 1e3)
+    return {"p50_ms": statistics.median(latencies), "preprocess_p50_ms": statistics.median(pre_ms),
+            "images_per_s": 1e3 / statistics.mean(latencies),
+            "cpu_ms": (time.process_time() - cpu) * 1e3 / len(latencies)}  # fmt: skip
 
 
 def main(out: Path, folder: Path, files: list[Path]) -> None:
     entry = Entry(folder.name, folder, json.loads((folder / "model.json").read_text()))
-    model = Model(entry, ("CPUExecutionProvider",), 0, False)
-    runner, pre = Runner({entry.name: model}), entry.meta["preprocessing"]
     data = [f.read_bytes() for f in files]
-    rows = {}
-    for policy in ("crop", "full"):
-        latencies, pre_ms = [], []
-        for _ in range(3):
-            for blob in data:
-                t0 = time.perf_counter()
-                p = prepare(blob, policy, pre, Limits())
-                t1 = time.perf_counter()
-                runner([{"model": entry.name, "pixels": p.pixels}])
-                latencies.append((time.perf_counter() - t0) * 1e3)
-                pre_ms.append((t1 - t0) * 1e3)
-        rows[policy] = {"p50_ms": statistics.median(latencies), "preprocess_p50_ms": statistics.median(pre_ms),
-                        "images_per_s": 1e3 / statistics.mean(latencies)}  # fmt: skip
-    out.write_text(json.dumps({"model": entry.name, "images": len(files), "pipeline": rows}, indent=2))
+    fast = Runner({entry.name: Model(entry, CPU, 0, False)})  # every core: the latency a request can reach
+    one = Runner({entry.name: Model(entry, CPU, 1, False)})  # one thread: the CPU floor
+    rows = {policy: pipeline(fast, entry, data, policy) for policy in ("crop", "full")}
+    floor = {policy: pipeline(one, entry, data, policy, runs=10)["cpu_ms"] for policy in ("crop", "full")}
+    out.write_text(json.dumps({"model": entry.name, "images": len(files), "pipeline": rows, "cpu_floor_ms": floor},
+                              indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import logging
 import time
 from pathlib import Path
 
-import anyio
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
@@ -81,8 +80,8 @@ class Classifier:
     async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
         limits = Limits(SETTINGS.max_pixels, SETTINGS.max_aspect, entry.meta["min_input_size"])
         t = time.perf_counter()
-        pre = entry.meta["preprocessing"]
-        prepared = await anyio.to_thread.run_sync(prepare, image.read_bytes(), policy, pre, limits)
+        loop, pre = asyncio.get_running_loop(), entry.meta["preprocessing"]
+        prepared = await loop.run_in_executor(None, prepare, image.read_bytes(), policy, pre, limits)
         seconds = time.perf_counter() - t
         PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
         h, w = prepared.pixels.shape[:2]

@@ -1,0 +1,135 @@
+"""`make bench`'s serving-overhead part: what a request costs the server beyond the work itself.
+
+Server CPU-ms per request (from /proc, summed over every process of the server) for the default
+model on real JPEG photos, at 1 and 8 clients, side by side: the in-process floor (decode, resize
+and onnxruntime with one thread, no HTTP), the service as `make serve` runs it, the same with
+onnxruntime's spinning threads, front + engine server over the Open Inference Protocol, and a naive
+one-call-per-request BentoML service on the same ONNX. py-spy says where the default's CPU goes.
+"""
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .cpu import cpu_per_request, tree
+from .server import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "default_model" / "shapes-resnet10"
+PY = sys.executable
+# py-spy frames → stage, first match from the innermost frame outwards
+STAGES = [("onnxruntime", ("onnxruntime",)), ("decode + resize (Pillow)", ("PIL/", "preprocess.py")),
+          ("multipart parse", ("forms.py", "python_multipart")),
+          ("labels, JSON, metrics (service code)", ("service/", "pydantic", "prometheus_client", "json/")),
+          ("HTTP server + ASGI stack", ("uvicorn", "httptools", "starlette", "bentoml", "opentelemetry", "h11")),
+          ("event loop, threads", ("asyncio", "anyio", "threading", "concurrent", "queue.py"))]  # fmt: skip
+WAITING = ("Runner.run", "select", "wait", "Queue.get", "_worker", "poll")  # innermost frames of an idle thread
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+
+def stage(stack: list[str]) -> str | None:
+    """The stage a py-spy sample belongs to, or None when the thread was only waiting."""
+    if stack[-1].split(" (")[0].endswith(WAITING):
+        return None
+    for frame in reversed(stack):
+        for name, marks in STAGES:
+            if any(m in frame for m in marks):
+                return name
+    return "other"
+
+
+def profile(pids: list[int], seconds: int, out: Path) -> dict[str, float]:
+    """Share of busy py-spy samples per stage, over every thread of ``pids``."""
+    runs = [subprocess.Popen([str(PY_SPY), "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", "raw",
+                              "-o", str(out / f"py-spy-{pid}.raw"), "--nonblocking"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids]  # fmt: skip
+    for run in runs:
+        run.wait()
+    counts: collections.Counter = collections.Counter()
+    for pid in pids:
+        path = out / f"py-spy-{pid}.raw"
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            stack, _, n = line.rpartition(" ")
+            if (name := stage(stack.split(";"))) is not None:
+                counts[name] += int(n)
+    total = sum(counts.values()) or 1
+    return {name: counts[name] / total for name, _ in [*STAGES, ("other", ())] if counts[name]}
+
+
+def _store(home: Path) -> None:
+    shutil.rmtree(home, ignore_errors=True)
+    folders = [str(DEFAULT), str(DEFAULT.with_name("shapes-resnet10-int8"))]
+    subprocess.run([PY, "-m", "export.store", *folders], cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(home)},
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def _points(url: str, roots: list[int], photos: list[bytes], count: int) -> list[dict]:
+    return [cpu_per_request(url, roots, photos, c, count) for c in (1, 8)]
+
+
+def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int = 1500) -> dict:
+    home = out / "overhead-home"
+    _store(home)
+    subprocess.run([PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files)],
+                   cwd=ROOT, check=True)  # fmt: skip
+    floor = json.loads((out / "floor.json").read_text())["cpu_floor_ms"]["full"]
+    env = {"BENTOML_HOME": str(home), "RESNET_PROVIDERS": "CPUExecutionProvider"}
+    rows, shares = {}, {}
+    with serve("service.service:Classifier", env, out / "overhead-inprocess.log") as url:
+        rows["in process (make serve)"] = _points(url, [url.pid], photos, count)
+        worker = tree(url.pid)[1:]
+        spy = threading.Thread(target=lambda: shares.update(profile(worker, 8, out)))
+        spy.start()
+        cpu_per_request(url, [url.pid], photos, 8, count)
+        spy.join()
+    with serve("service.service:Classifier", {**env, "RESNET_ORT_SPINNING": "1"}, out / "overhead-spin.log") as url:
+        rows["in process, onnxruntime threads spinning"] = _points(url, [url.pid], photos, count)
+    engine_cmd = [PY, "-m", "service.engine_server"]
+    with serve("engine", env, out / "overhead-engine.log", command=engine_cmd, ready_path="/v2/health/ready") as engine:
+        front_env = {**env, "RESNET_ENGINE_URL": engine}
+        with serve("service.service:Classifier", front_env, out / "overhead-front.log") as url:
+            rows["front + engine server (Open Inference Protocol)"] = _points(url, [url.pid, engine.pid], photos, count)
+    with serve("loadtest.naive_service:Naive", {**env, "NAIVE_MODEL": str(DEFAULT)}, out / "overhead-naive.log") as url:
+        rows["naive BentoML service, same ONNX"] = _points(url, [url.pid], photos, count)
+    return {"floor_ms": floor, "rows": rows, "profile": shares, "photos": len(photos)}
+
+
+def targets(o: dict) -> list[tuple[str, float, float]]:
+    served = o["rows"]["in process (make serve)"]
+    return [(f"server CPU per request ≤ 1.5× the in-process floor, {r['concurrency']} client(s) (floor × 1.5 / "
+             f"measured)", 1.5 * o["floor_ms"] / r["server_cpu_ms"], 1.0) for r in served]  # fmt: skip
+
+
+def section(o: dict) -> str:
+    lines = ["| configuration | clients | server CPU-ms / request | × floor | client CPU-ms / request | p50 ms | "
+             "requests/s | processes |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| in-process floor (decode + resize + onnxruntime, 1 thread, no HTTP) | – | {o['floor_ms']:.2f} | "
+             "1.00 | – | – | – | 1 |"]  # fmt: skip
+    for name, points in o["rows"].items():
+        for r in points:
+            lines.append(f"| {name} | {r['concurrency']} | {r['server_cpu_ms']:.2f} | "
+                         f"{r['server_cpu_ms'] / o['floor_ms']:.2f} | {r['client_cpu_ms']:.2f} | {r['p50_ms']:.1f} | "
+                         f"{r['requests_per_s']:.0f} | {r['processes']} |")  # fmt: skip
+    spy = "\n".join(f"| {name} | {share:.0%} |" for name, share in o["profile"].items())
+    return f"""
+## Serving overhead: server CPU per request (default model, {o["photos"]} real JPEG photos, `full`)
+
+CPU time (utime + stime from `/proc`, summed over every process of the server: supervisor, workers,
+engine) per `/classify`, side by side in this run, against the floor: the same decode, resize and
+onnxruntime call in one process with one onnxruntime thread and no HTTP. The load client (httpx,
+in the benchmark's own process) is measured apart.
+
+{chr(10).join(lines)}
+
+Where the default's worker spends its busy CPU at 8 clients (py-spy, 200 Hz, 8 s; samples of a thread
+only waiting on the event loop, a queue or a condition left out):
+
+| stage | share of busy samples |
+|---|---:|
+{spy}
+"""
