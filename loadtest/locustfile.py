@@ -4,13 +4,15 @@
 
 Environment: LOADTEST_IMAGES (folder of photos, default ../shared/images), LOADTEST_SHAPES
 (folder of generated ``<label>_<n>.png``: their label is checked, a wrong answer is a failure),
-LOADTEST_MODEL, LOADTEST_POLICY, LOADTEST_SHAPE=step (ramp in steps), and the SLO budgets
+LOADTEST_MODEL (default shapes-resnet10), LOADTEST_POLICY, LOADTEST_SHAPE=step (ramp in steps), and the SLO budgets
 LOADTEST_MAX_FAILURE_RATIO (default 0.01), LOADTEST_P95_MS / LOADTEST_P99_MS (defaults 2000 / 5000).
 """
 
 import io
+import json
 import os
 import random
+import struct
 from pathlib import Path
 
 from locust import HttpUser, LoadTestShape, between, events, task
@@ -44,6 +46,17 @@ def load_corpus() -> list[tuple[str, bytes, str | None]]:
 
 
 CORPUS = load_corpus()
+IMAGE_MODEL = f"{os.environ.get('LOADTEST_MODEL', 'shapes-resnet10')}-image"
+
+
+def v2_request(blobs: list[bytes]) -> tuple[bytes, int]:
+    """An Open Inference Protocol request for the image model: the images as one binary BYTES tensor."""
+    raw = b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+    size = {"binary_data_size": len(raw)}
+    images = {"name": "images", "datatype": "BYTES", "shape": [len(blobs)], "parameters": size}
+    params = {"top_k": 1, **({"policy": FIELDS["policy"]} if "policy" in FIELDS else {})}
+    head = json.dumps({"inputs": [images], "outputs": [{"name": "labels"}], "parameters": params}).encode()
+    return head + raw, len(head)
 
 
 class ClassifierUser(HttpUser):
@@ -85,6 +98,21 @@ class ClassifierUser(HttpUser):
         name, data, label = random.choice(CORPUS)
         with self.client.post("/explain", files={"image": (name, data)}, data=FIELDS, catch_response=True) as r:
             self._check(r, [label])
+
+    @task(1)
+    def v2_infer(self) -> None:
+        picks = random.sample(CORPUS, k=min(2, len(CORPUS)))
+        body, length = v2_request([data for _, data, _ in picks])
+        headers = {"Inference-Header-Content-Length": str(length), "Content-Type": "application/octet-stream"}
+        url = f"/v2/models/{IMAGE_MODEL}/infer"
+        with self.client.post(url, data=body, headers=headers, catch_response=True, name="/v2/.../infer") as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+                return
+            (labels,) = (o["data"] for o in r.json()["outputs"] if o["name"] == "labels")
+            for got, (_, _, want) in zip(labels, picks, strict=True):
+                if want is not None and got != want:
+                    r.failure(f"wrong answer under load: {got} for a {want}")
 
 
 if os.environ.get("LOADTEST_SHAPE") == "step":

@@ -8,16 +8,22 @@ class BodyTooLarge(Exception):
     """The body grew past its limit while it was read."""
 
 
-def header(scope, name: bytes) -> str | None:
+def raw_header(scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower case), as sent."""
     for key, value in scope.get("headers") or ():
         if key == name:
-            return value.decode("latin-1")
+            return value
     return None
+
+
+def header(scope, name: bytes) -> str | None:
+    value = raw_header(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 def bearer_ok(scope, token: str) -> bool:
     """Constant-time check of ``Authorization: Bearer <token>``; true when no token is configured."""
-    return not token or hmac.compare_digest(header(scope, b"authorization") or "", f"Bearer {token}")
+    return not token or hmac.compare_digest(raw_header(scope, b"authorization") or b"", f"Bearer {token}".encode())
 
 
 async def read_body(scope, receive, limit: int) -> bytes | None:

@@ -10,6 +10,7 @@ never run late.
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from .errors import EngineUnavailable
 
@@ -24,6 +25,8 @@ class Batcher:
         self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
+        # its own thread: batches never queue behind image decoding in the loop's default executor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="batcher")
 
     async def submit(self, items: list) -> list:
         """Queue ``items`` and return their results, in order, once their batches have run."""
@@ -63,7 +66,8 @@ class Batcher:
             self.wake.clear()
             while batch := self._take():
                 try:
-                    results = await asyncio.to_thread(self.run, [item for item, _ in batch])
+                    loop = asyncio.get_running_loop()
+                    results = await loop.run_in_executor(self.pool, self.run, [item for item, _ in batch])
                 except Exception as exc:  # the whole call failed: every request in it fails
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):

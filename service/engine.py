@@ -45,5 +45,8 @@ class Engine:
     async def ready(self) -> bool:
         return True  # warm from the start: __init__ ran every shape bucket
 
+    async def close(self) -> None:
+        self.batcher.pool.shutdown(wait=False)
+
     async def providers(self) -> dict[str, str]:
         return {name: m.provider for name, m in self.models.items()}

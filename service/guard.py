@@ -1,20 +1,25 @@
-"""ASGI middleware in front of every route: concurrency and body limits, bearer token, and the multipart fast path.
+"""ASGI middleware in front of every route: concurrency and body limits, bearer token, and the fast paths.
 
 BentoML has no body limit of its own, so a client could stream gigabytes into a worker. Every
 body is read here, bounded; the multipart routes' forms are parsed here once, in memory, and
-handed to their handlers (routes.py) without BentoML's per-request machinery.
+handed to their handlers (routes.py), and the Open Inference Protocol's ``/v2`` routes go to
+their handler (protocol.py), both without BentoML's per-request machinery.
 """
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
-from .asgi import BodyTooLarge, bearer_ok, header, read_body, send_json
+from .asgi import BodyTooLarge, bearer_ok, header, read_body, send_bytes, send_json
 from .forms import FormError, parse
+from .protocol import Reply
 from .routes import Fields, Handler
 
 log = logging.getLogger("resnet.front")
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
+V2_HEALTH = ("/v2/health/live", "/v2/health/ready")
 Route = tuple[Fields, Handler]  # a multipart route's form fields and its handler
+V2 = Callable[[str, str, str | None, bytes], Awaitable[Reply]]  # (method, path, header length, body) → reply
 
 
 async def _reply(send, status: int, error: str, detail: str, headers: list | None = None) -> None:
@@ -43,8 +48,8 @@ class Guard:
     """
 
     def __init__(self, app, max_body_bytes: int, token: str = "", routes: dict[str, Route] | None = None,
-                 max_fields: int = 64, max_concurrency: int = 0) -> None:  # fmt: skip
-        self.app, self.max_body_bytes, self.token = app, max_body_bytes, token
+                 max_fields: int = 64, max_concurrency: int = 0, v2: V2 | None = None) -> None:  # fmt: skip
+        self.app, self.max_body_bytes, self.token, self.v2 = app, max_body_bytes, token, v2
         self.routes, self.max_fields = routes or {}, max_fields
         self.max_concurrency, self.in_flight = max_concurrency, 0
 
@@ -52,8 +57,10 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        if path.startswith(EXEMPT):
+        if path in EXEMPT:
             return await self.app(scope, receive, send)
+        if self.v2 is not None and path in V2_HEALTH:  # open, as probes need; no body to read
+            return await self._send(send, await self.v2(scope["method"], path, None, b""))
         if self.max_concurrency and self.in_flight >= self.max_concurrency:
             return await _reply(send, 429, "too_many_requests",
                                 f"{self.max_concurrency} requests already in flight on this worker; retry shortly",
@@ -74,6 +81,9 @@ class Guard:
             return await _reply(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes:,} bytes")
         if body is None:  # the client left
             return
+        if self.v2 is not None and (path == "/v2" or path.startswith("/v2/")):
+            length = header(scope, b"inference-header-content-length")
+            return await self._send(send, await self.v2(scope["method"], path, length, body))
         route, ctype = self.routes.get(path), header(scope, b"content-type")
         if route is None or scope.get("method") != "POST":
             if scope.get("method") == "POST" and ctype and not ctype.startswith("application/json"):
@@ -92,3 +102,7 @@ class Guard:
             return await send_json(send, 500, {"error": "internal", "request_id": request_id,
                                                "detail": "an unexpected error; the log has the traceback"})  # fmt: skip
         await response(scope, _replay(b"", receive), send)
+
+    @staticmethod
+    async def _send(send, reply: Reply) -> None:
+        await send_bytes(send, reply.status, reply.body, reply.content_type, reply.headers)

@@ -161,22 +161,27 @@ class Runner:
     """Runs a list of items in as few onnxruntime calls as the shapes allow, in item order.
 
     Each result maps every wanted output name to that image's array, plus ``infer_ms`` and
-    ``batch`` of the onnxruntime call it was part of.
+    ``batch`` of the onnxruntime call it was part of; or is the exception its group's call raised.
     """
 
     def __init__(self, models: dict[str, Model]) -> None:
         self.models = models
 
-    def __call__(self, items: list[Item], on_call=None) -> list[dict]:
+    def __call__(self, items: list[Item], on_call=None) -> list[dict | Exception]:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             groups[(item.model, item.pixels.shape)].append(i)
-        results: list[dict] = [{} for _ in items]
+        results: list[dict | Exception] = [{} for _ in items]
         for (name, _shape), idx in groups.items():
             names = [o for o in OUTPUTS if any(o in items[i].outputs for i in idx)]
             batch = np.stack([items[i].pixels for i in idx])
             t = time.perf_counter()
-            out = self.models[name].run(batch, names)
+            try:
+                out = self.models[name].run(batch, names)
+            except Exception as exc:  # this group's failure is its own, not the other groups' of the batch
+                for i in idx:
+                    results[i] = exc
+                continue
             seconds = time.perf_counter() - t
             if on_call is not None:
                 on_call(name, len(idx), seconds)

@@ -24,6 +24,13 @@ class ProtocolError(ValueError):
     """A body that is not a valid inference request or response: 400 ``{"error": ...}``."""
 
 
+def bytes_array(values: list) -> np.ndarray:
+    """An object array of ``bytes`` (nested lists give more dimensions) that numpy does not turn into ``S`` arrays."""
+    array = np.empty(np.shape(np.array(values, dtype=object)), dtype=object)
+    array[...] = values
+    return array
+
+
 def datatype(array: np.ndarray) -> str:
     return "BYTES" if array.dtype == object else NAMES[array.dtype]
 
@@ -41,7 +48,7 @@ def _bytes_elements(raw: bytes, count: int) -> np.ndarray:
         at += 4 + n
     if at != len(raw):
         raise ProtocolError("BYTES tensor data is longer than its elements")
-    return np.array([*out, b""], dtype=object)[:-1]  # the extra element keeps numpy from making a 2-D array
+    return bytes_array(out)
 
 
 def _tensor(spec: object, binary: memoryview, at: int) -> tuple[str, np.ndarray, int]:
@@ -53,8 +60,10 @@ def _tensor(spec: object, binary: memoryview, at: int) -> tuple[str, np.ndarray,
         raise ProtocolError(f"tensor {name!r}: unknown datatype {kind!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"tensor {name!r}: shape must be a list of non-negative integers")
-    count = prod(shape)
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    count, params = prod(shape), spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"tensor {name!r}: parameters must be a JSON object")
+    size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or at + size > len(binary):
             raise ProtocolError(f"tensor {name!r}: binary_data_size {size!r} exceeds the binary data sent")
@@ -74,7 +83,7 @@ def _tensor(spec: object, binary: memoryview, at: int) -> tuple[str, np.ndarray,
             flat = [d.encode() if isinstance(d, str) else None for d in np.ravel(np.array(data, dtype=object))]
             if None in flat:
                 raise ValueError
-            array = np.array([*flat, b""], dtype=object)[:-1]
+            array = bytes_array(flat)
         else:
             array = np.asarray(data, dtype=DTYPES[kind])
         return name, array.reshape(shape), 0
@@ -92,7 +101,7 @@ def decode(body: bytes, header_length: str | None, key: str) -> tuple[dict, dict
         raise ProtocolError(f"{HEADER} {n} does not fit a body of {len(body)} bytes")
     try:
         header = json.loads(body[:n])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("the inference header is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get(key), list):
         raise ProtocolError(f"the inference header needs a list of {key}")

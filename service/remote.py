@@ -35,12 +35,18 @@ class RemoteEngine:
         try:
             async with self.session.request(method, f"{self.url}{path}", **kw) as r:
                 return r.status, r.headers.get(oip.HEADER), await r.read()
-        except aiohttp.ClientConnectionError as exc:
+        except aiohttp.ServerDisconnectedError:
             if retry:  # a pooled connection the engine had just closed: once more on a fresh one
                 return await self._call(method, path, False, **kw)
+            raise EngineUnavailable("the engine closed the connection") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise EngineUnavailable(f"engine unreachable: {exc}") from None
         except TimeoutError:
             raise EngineUnavailable("engine did not answer in time") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[dict]:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
@@ -69,8 +75,9 @@ class RemoteEngine:
         return results
 
     async def ready(self) -> bool:
+        """Every model ready on the engine, asked with the token (a wrong token is not ready)."""
         try:
-            return (await self._call("GET", "/v2/health/ready"))[0] == 200
+            return all((await self._call("GET", f"/v2/models/{m}/ready"))[0] == 200 for m in self.models)
         except EngineUnavailable:
             return False
 
@@ -78,7 +85,10 @@ class RemoteEngine:
         """Each model's execution provider, from its protocol metadata (``remote`` where the engine does not say)."""
         found = {}
         for name in self.models:
-            status, _, data = await self._call("GET", f"/v2/models/{name}")
-            params = json.loads(data).get("parameters") or {} if status == 200 else {}
-            found[name] = params.get("provider", "remote")
+            try:
+                status, _, data = await self._call("GET", f"/v2/models/{name}")
+            except EngineUnavailable:
+                status = 0
+            params = (json.loads(data).get("parameters") or {}) if status == 200 else {}
+            found[name] = params.get("provider", "remote") if status == 200 else "engine unreachable"
         return found

@@ -24,8 +24,10 @@ from .guard import Guard
 from .inference import Item
 from .metrics import PREPROCESS_SECONDS, REQUESTS
 from .preprocess import Limits, Prepared, prepare
+from .protocol import ImageModel, Protocol, Reply, TensorModel
 from .remote import RemoteEngine
 from .render import cam, normalise, overlay_png, peak
+from .routes import Upload
 from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
 
 log = logging.getLogger("resnet.front")
@@ -55,12 +57,28 @@ class Classifier:
             log.warning("front: the engine is remote, at %s", SETTINGS.engine_url)
         else:
             self.engine = Engine(SETTINGS)
+        self.protocol = Protocol("resnet-serve", self._protocol_models(), log)
         self._ready = False
 
+    def _protocol_models(self) -> dict:
+        """The Open Inference Protocol's view: each model's raw graph, and an image model beside it."""
+        models: dict = {}
+        for name, e in self.entries.items():
+            local = getattr(self.engine, "models", {}).get(name)
+            provider = local.provider if local is not None else "remote"
+            models[name] = TensorModel(name, e.meta, self.engine, provider, SETTINGS.max_pixels)
+            models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.probabilities, SETTINGS.max_images)
+        return models
+
     async def __is_ready__(self) -> bool:
-        """Ready once the engine answers, i.e. after every model and shape bucket is warm."""
+        """Ready once the engine is: in process, after every model and shape bucket is warm; remote, once it
+        says each model is ready (first success cached: a remote engine gone later gets 503 per request)."""
         self._ready = self._ready or await self.engine.ready()
         return self._ready
+
+    @bentoml.on_shutdown
+    async def close(self) -> None:
+        await self.engine.close()
 
     # -- request handling shared by every route -------------------------------------------------
 
@@ -112,10 +130,20 @@ class Classifier:
             timing=_timing(result, pre_ms, inf_ms),
         )
 
-    async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
+    async def _predict(self, images, top_k, model, policy):
+        """(entry, policy, [(prepared, preprocess ms)], engine results, inference ms) for images of one model."""
         entry, policy = self._resolve(model, policy, top_k)
         prepared = await asyncio.gather(*(self._prepare(entry, policy, img) for img in images))
         results, inf_ms = await self._infer([Item(entry.name, p.pixels) for p, _ in prepared])
+        return entry, policy, prepared, results, inf_ms
+
+    async def probabilities(self, model: str, policy: str | None, top_k: int, images: list[bytes]):
+        """(policy used, class probabilities [N, K]) for encoded images: the Open Inference Protocol's image models."""
+        _, policy, _, results, _ = await self._predict([Upload(b) for b in images], top_k, model, policy)
+        return policy, np.stack([softmax(r["logits"]) for r in results])
+
+    async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
+        entry, policy, prepared, results, inf_ms = await self._predict(images, top_k, model, policy)
         return [
             Classification(**self._classification(entry, policy, p, r, ms, inf_ms, top_k))
             for (p, ms), r in zip(prepared, results, strict=True)
@@ -203,6 +231,10 @@ Classifier = bentoml.service(
 )(Classifier)
 
 
+async def _v2(method: str, path: str, header_length: str | None, body: bytes) -> Reply:
+    return await bentoml.get_current_service().protocol(method, path, header_length, body)
+
+
 async def _get_models(request) -> JSONResponse:
     return JSONResponse(await bentoml.get_current_service().models())
 
@@ -215,5 +247,5 @@ async def _ui(request) -> FileResponse:
 _pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route("/ui", _ui, methods=["GET"])])
 Classifier.mount_asgi_app(_pages, path="/")
 Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token,
-                               routes=routes.multipart_routes(Classifier),
+                               routes=routes.multipart_routes(Classifier), v2=_v2,
                                max_concurrency=SETTINGS.max_concurrency)  # fmt: skip

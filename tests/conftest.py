@@ -1,5 +1,8 @@
 """Shared paths and fixtures."""
 
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,19 +34,15 @@ def url(tmp_path_factory):
         yield base
 
 
-@pytest.fixture(scope="session")
-def split(tmp_path_factory):
+@contextmanager
+def split_servers(root: Path):
     """The engine server (token required) and a front calling it, as on two hosts; the front's model
     store holds no ONNX file, since only the engine needs one."""
-    import shutil
-    import sys
-
     from loadtest.server import serve as serve_command
     from tests.server import DEFAULT, import_models, serve
 
-    home = tmp_path_factory.mktemp("engine-home")
+    home, front_home = root / "engine-home", root / "front-home"
     import_models(home, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
-    front_home = tmp_path_factory.mktemp("front-home") / "store"
     shutil.copytree(home, front_home)
     for onnx in front_home.rglob("model.onnx"):
         onnx.unlink()
@@ -56,3 +55,9 @@ def split(tmp_path_factory):
         with serve(front_home, front_home / "front.log", **front_env) as front:
             yield {"engine": engine, "front": front, "token": token, "engine_log": engine_log, "env": env,
                    "command": command}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def split(tmp_path_factory):
+    with split_servers(tmp_path_factory.mktemp("split")) as servers:
+        yield servers

@@ -79,3 +79,19 @@ def test_dockerfile_is_the_one_users_are_promised() -> None:
         assert needed in text, needed
     final = text[text.rindex("\nFROM ") :]
     assert "torch" not in final and "pip install" not in final, "the final stage installs nothing"
+
+
+def test_kserve_inference_service_fits_kserve_and_kubernetes() -> None:
+    """KServe's own model of the resource names every field; its container is a valid Kubernetes container."""
+    from kserve import V1beta1PredictorSpec
+
+    doc = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    predictor = doc["spec"]["predictor"]
+    assert set(predictor) <= set(V1beta1PredictorSpec.attribute_map.values()), "fields KServe knows"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"}}
+    pod["spec"] = {"containers": predictor["containers"]}
+    kubernetes_validate.validate(pod, "1.37", strict=True)
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container" and container["ports"][0]["name"] in ("http1", "h2c")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from loadtest.server import serve as serve_command
 from service.catalog import Entry
 from service.inference import OUTPUTS, Model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
 from tests.test_wire import probe_every_socket
 
@@ -54,9 +54,11 @@ def test_tritonclient_health_metadata_and_inference(split) -> None:
         tensor.set_data_from_numpy(x, binary_data=binary)
         wanted = [triton.InferRequestedOutput(name, binary_data=binary) for name in OUTPUTS]
         result = c.infer("shapes-resnet10", [tensor], outputs=wanted, headers=dict(headers))  # it adds to the dict
+        sent_binary = [o for o in result.get_response()["outputs"] if "binary_data_size" in o.get("parameters", {})]
+        assert len(sent_binary) == (3 if binary else 0), "binary tensors exactly when asked for"
+        assert result.as_numpy("features").shape == (3, 128, 7, 11)
         for name in OUTPUTS:
             np.testing.assert_allclose(result.as_numpy(name), local[name], rtol=1e-4, atol=1e-4)
-    assert result.as_numpy("features").shape == (3, 128, 7, 11)
 
 
 def test_every_call_but_health_needs_the_token(split) -> None:
@@ -96,6 +98,9 @@ BAD = {
     "unknown output": (request([1, 16, 16, 3], outputs=[{"name": "__class__"}]), None),
     "binary size beyond the body": (BINARY_PROMISE + bytes(10), str(len(BINARY_PROMISE))),
     "header length beyond the body": (b"{}", "99"),
+    "no outputs": (request([1, 16, 16, 3], outputs=[]), None),
+    "parameters not an object": (request([1, 16, 16, 3], parameters=[1]), None),
+    "deeply nested": (b"[" * 100_000 + b"]" * 100_000, None),
 }
 
 
@@ -105,18 +110,30 @@ def test_bad_requests_are_4xx_json(split, case: str) -> None:
     headers = {**auth(split), **({"Inference-Header-Content-Length": length} if length else {})}
     r = httpx.post(f"{split['engine']}/v2/models/shapes-resnet10/infer", content=body, headers=headers)
     assert r.status_code == 400 and isinstance(r.json()["error"], str), r.text
+
+
+def test_unknown_model_and_odd_tokens(split) -> None:
     assert httpx.get(f"{split['engine']}/v2/models/nope", headers=auth(split)).status_code == 404
+    odd = {"Authorization": "Bearer ünïcödé".encode()}
+    assert httpx.get(f"{split['engine']}/v2/models/shapes-resnet10", headers=odd).status_code == 401
+    assert httpx.get(f"{split['engine']}/metrics").status_code == 401, "metrics are behind the token too"
+
+
+def batches_run(split) -> float:
+    """The engine's own count of onnxruntime calls, from its Prometheus metrics."""
+    text = httpx.get(f"{split['engine']}/metrics", headers=auth(split)).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("resnet_batch_size_count"))
 
 
 def test_front_classifies_through_the_remote_engine(split) -> None:
-    before = split["engine_log"].read_text()
+    before = batches_run(split)
     r = httpx.post(f"{split['front']}/classify", files={"image": ("star.png", STAR, "image/png")}, timeout=30)
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star", r.text
     explained = httpx.post(f"{split['front']}/explain", files={"image": ("s.png", STAR, "image/png")}, timeout=30)
     assert explained.status_code == 200 and explained.json()["class_label"] == "star"
     listing = httpx.get(f"{split['front']}/models").json()
     assert {m["provider"] for m in listing} == {"CPUExecutionProvider"}, "reported by the engine"
-    assert "engine ready" in before
+    assert batches_run(split) >= before + 2, "the engine ran both"
 
 
 def test_engine_refuses_to_listen_beyond_loopback_without_a_token(split) -> None:
@@ -131,18 +148,20 @@ def test_no_pickle_runs_on_engine_or_front(split, tmp_path) -> None:
     probe_every_socket([split["engine"].pid, split["front"].pid], tmp_path, auth(split))
 
 
-def test_engine_gone_means_503_then_answers_again_when_it_is_back(split, tmp_path) -> None:
-    """Last of the tests on ``split`` (the xdist group runs them in file order): it kills the engine."""
-    engine, front = split["engine"], split["front"]
-    image = {"image": ("star.png", STAR, "image/png")}
-    os.kill(engine.pid, signal.SIGKILL)
-    os.waitpid(engine.pid, 0)
-    t = time.monotonic()
-    r = httpx.post(f"{front}/classify", files=image, timeout=30)
-    assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
-    assert time.monotonic() - t < 5, "refused at once, not after a timeout"
-    port = int(engine.rsplit(":", 1)[1])
-    with serve_command("engine again", split["env"], tmp_path / "engine2.log", command=split["command"],
-                       ready_path="/v2/health/ready", port=port):  # fmt: skip
+def test_engine_gone_means_503_then_answers_again_when_it_is_back(tmp_path) -> None:
+    with split_servers(tmp_path) as own:  # its own pair: it kills the engine
+        engine, front = own["engine"], own["front"]
+        image = {"image": ("star.png", STAR, "image/png")}
+        assert httpx.post(f"{front}/classify", files=image, timeout=30).status_code == 200
+        os.kill(engine.pid, signal.SIGKILL)
+        os.waitpid(engine.pid, 0)
+        t = time.monotonic()
         r = httpx.post(f"{front}/classify", files=image, timeout=30)
-        assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
+        assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
+        assert time.monotonic() - t < 5, "refused at once, not after a timeout"
+        assert httpx.get(f"{front}/models", timeout=30).json()[0]["provider"] == "engine unreachable"
+        port = int(engine.rsplit(":", 1)[1])
+        with serve_command("engine again", own["env"], tmp_path / "engine2.log", command=own["command"],
+                           ready_path="/v2/health/ready", port=port):  # fmt: skip
+            r = httpx.post(f"{front}/classify", files=image, timeout=30)
+            assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"

@@ -10,6 +10,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from service.guard import Guard
+from service.protocol import Reply
 
 
 async def _echo(request):
@@ -57,3 +58,18 @@ def test_server_refuses_a_large_body_before_reading_it(url) -> None:
         "detail": "request body exceeds 4,194,304 bytes",
     }
     assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_v2_routes_need_the_token_but_their_health_does_not() -> None:
+    seen = []
+
+    async def v2(method, path, length, body) -> Reply:
+        seen.append((method, path, body))
+        return Reply(200, b'{"ok": true}')
+
+    guarded = Guard(Starlette(), max_body_bytes=10**6, token="s3cret", v2=v2)
+    assert call(guarded, "GET", "/v2/health/ready").status_code == 200
+    assert call(guarded, "POST", "/v2/models/m/infer", content=b"{}").status_code == 401
+    ok = call(guarded, "POST", "/v2/models/m/infer", content=b"{}", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json() == {"ok": True}
+    assert seen == [("GET", "/v2/health/ready", b""), ("POST", "/v2/models/m/infer", b"{}")], "the body, once"

@@ -58,4 +58,6 @@ def test_worker_killed_under_load_recovers(tmp_path) -> None:
         assert all(isinstance(s, str) for s in failed) and len(failed) <= 4, f"only the 4 in flight failed: {failed}"
         assert max(d for _, d, _ in results) < 25, "no request hangs past the service timeout"
         assert worker_pids(tmp_path) - before, "a new worker was started"
+        ok = httpx.post(f"{url}/classify", files={"image": ("star.png", image, "image/png")}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "star"
         print(f"recovered {recovered - killed_at:.1f} s after SIGKILL; failures: {failed}")
