@@ -207,7 +207,6 @@ class Protocol:
             return Reply(200, data)
         return Reply(200, data, b"application/octet-stream", [(oip.HEADER.encode(), str(length).encode())])
 
-
     def _index(self, body: bytes) -> Reply:
         """Triton's repository index; the request is empty or ``{"ready": bool}`` (every model here is ready)."""
         try:

@@ -77,9 +77,10 @@ class RemoteEngine:
     async def ready(self) -> bool:
         """Every model ready on the engine, asked with the token (a wrong token is not ready)."""
         try:
-            return all((await self._call("GET", f"/v2/models/{m}/ready"))[0] == 200 for m in self.models)
+            statuses = [(await self._call("GET", f"/v2/models/{m}/ready"))[0] for m in self.models]
         except EngineUnavailable:
             return False
+        return all(s == 200 for s in statuses)
 
     async def providers(self) -> dict[str, str]:
         """Each model's execution provider, from its protocol metadata (``remote`` where the engine does not say)."""

@@ -64,8 +64,7 @@ class Classifier:
         """The Open Inference Protocol's view: each model's raw graph, and an image model beside it."""
         models: dict = {}
         for name, e in self.entries.items():
-            local = getattr(self.engine, "models", {}).get(name)
-            provider = local.provider if local is not None else "remote"
+            provider = self.engine.models[name].provider if isinstance(self.engine, Engine) else "remote"
             models[name] = TensorModel(name, e.meta, self.engine, provider, SETTINGS.max_pixels)
             models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.probabilities, SETTINGS.max_images)
         return models

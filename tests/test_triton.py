@@ -1,15 +1,30 @@
 """The export writes a Triton model repository that Triton's own config schema accepts and that fits the graph."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnxruntime as ort
+import tritonclient
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from tests.conftest import ROOT
 from tests.server import DEFAULT
+
+
+def triton_schema():
+    """Triton's model-config schema as tritonclient ships it (tritonclient/grpc/model_config_pb2.py), loaded on
+    its own: the tritonclient.grpc package would also register protocol messages that kserve's client registers."""
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+model_config_pb2 = triton_schema()
 
 TYPES = {"tensor(uint8)": model_config_pb2.TYPE_UINT8, "tensor(float)": model_config_pb2.TYPE_FP32}
 

@@ -35,7 +35,8 @@ def listening(pids: list[int]) -> tuple[set[tuple[str, int]], set[str]]:
     """(TCP (host, port), unix socket paths) that the process trees of ``pids`` listen on."""
     tcp, unix = set(), set()
     for pid in {p for root in pids for p in tree(root)}:
-        for c in psutil.Process(pid).net_connections(kind="all"):
+        proc = psutil.Process(pid)
+        for c in getattr(proc, "net_connections", proc.connections)(kind="all"):  # psutil < 6 (kserve pins it)
             if c.family == socket.AF_UNIX and c.laddr:
                 unix.add(c.laddr)
             elif c.status == psutil.CONN_LISTEN:
