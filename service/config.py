@@ -27,6 +27,8 @@ class Settings:
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
     front_workers: int = field(default_factory=lambda: int(_env("FRONT_WORKERS", "1")))
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
+    max_uploads: int = field(default_factory=lambda: int(_env("MAX_UPLOADS", "256")))
+    body_timeout_s: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT_S", "10")))
     timeout_s: int = field(default_factory=lambda: int(_env("TIMEOUT_S", "30")))
     max_pixels: int = field(default_factory=lambda: int(_env("MAX_PIXELS", "40000000")))
     max_aspect: float = field(default_factory=lambda: float(_env("MAX_ASPECT", "20")))

@@ -247,4 +247,5 @@ _pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route
 Classifier.mount_asgi_app(_pages, path="/")
 Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token,
                                routes=routes.multipart_routes(Classifier), v2=_v2,
-                               max_concurrency=SETTINGS.max_concurrency)  # fmt: skip
+                               max_concurrency=SETTINGS.max_concurrency, max_uploads=SETTINGS.max_uploads,
+                               body_timeout_s=SETTINGS.body_timeout_s)  # fmt: skip
