@@ -3,7 +3,8 @@
 import logging
 import time
 from collections import defaultdict
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -149,6 +150,14 @@ class Model:
         return {name: out[:n] for name, out in zip(names, outs, strict=True)}
 
 
+def group(items: list, key: Callable[[Any], tuple]) -> dict[tuple, list[int]]:
+    """The indices of ``items`` by ``key``: the images one onnxruntime call (or one engine request) can take."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[key(item)].append(i)
+    return groups
+
+
 class Item(NamedTuple):
     """One image for one model, and the graph outputs wanted for it (a subset of ``OUTPUTS``)."""
 
@@ -168,11 +177,8 @@ class Runner:
         self.models = models
 
     def __call__(self, items: list[Item], on_call=None) -> list[dict | Exception]:
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[(item.model, item.pixels.shape)].append(i)
         results: list[dict | Exception] = [{} for _ in items]
-        for (name, _shape), idx in groups.items():
+        for (name, _shape), idx in group(items, lambda item: (item.model, item.pixels.shape)).items():
             names = [o for o in OUTPUTS if any(o in items[i].outputs for i in idx)]
             batch = np.stack([items[i].pixels for i in idx])
             t = time.perf_counter()

@@ -43,8 +43,11 @@ class Reply:
 
 
 class Model(Interface):
+    outputs: tuple[str, ...]  # what it can return; a request names some of them, or gets them all
+
     def metadata(self) -> dict: ...
-    async def infer(self, request: dict, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]: ...
+    async def infer(self, request: dict, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict, dict]:
+        """(the ``names`` outputs, response parameters)."""
 
 
 class Engine(Interface):
@@ -88,6 +91,8 @@ async def _infer(engine: Engine, items: list[Item]) -> list[dict]:
 class TensorModel:
     """The raw graph of one model, on the engine (in this process or behind another protocol server)."""
 
+    outputs = OUTPUTS
+
     def __init__(self, name: str, meta: dict, engine: Engine, provider: str, max_pixels: int) -> None:
         self.name, self.meta, self.engine, self.provider, self.max_pixels = name, meta, engine, provider, max_pixels
 
@@ -101,7 +106,7 @@ class TensorModel:
                 "parameters": {"min_input_size": self.meta["min_input_size"], "precision": self.meta["precision"],
                                "provider": self.provider}}  # fmt: skip
 
-    async def infer(self, request: dict, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    async def infer(self, request: dict, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict, dict]:
         pixels, side = _only(tensors, "pixels", "UINT8 [N, H, W, 3]"), self.meta["min_input_size"]
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3:
             raise Refused(400, "send one input, pixels: UINT8 [N, H, W, 3]")
@@ -109,7 +114,6 @@ class TensorModel:
         if not 1 <= n <= MAX_TENSOR_IMAGES or min(h, w) < side or h * w > self.max_pixels:
             raise Refused(400, f"pixels {list(pixels.shape)}: N from 1 to {MAX_TENSOR_IMAGES}, sides ≥ {side}, "
                                f"at most {self.max_pixels:,} pixels an image")  # fmt: skip
-        names, _ = wanted(request, OUTPUTS)
         results = await _infer(self.engine, [Item(self.name, image, names) for image in pixels])
         params = {"model_ms": max(r["infer_ms"] for r in results), "batch_size": max(r["batch"] for r in results)}
         return {o: np.stack([r[o] for r in results]) for o in names}, params
@@ -121,11 +125,11 @@ Classify = Callable[[str, str | None, int, list[bytes]], Awaitable[tuple[str, np
 class ImageModel:
     """Encoded images in, labelled probabilities out, through the same path as ``/classify``."""
 
-    OUTPUTS = ("probabilities", "labels")
+    outputs = ("probabilities", "labels")
 
     def __init__(self, name: str, tensor_model: str, meta: dict, classify: Classify, max_images: int) -> None:
         self.name, self.tensor_model, self.meta, self.classify = name, tensor_model, meta, classify
-        self.max_images = max_images
+        self.max_images, self.top_k = max_images, min(5, meta["num_classes"])  # top_k when a request gives none
 
     def metadata(self) -> dict:
         k = self.meta["num_classes"]
@@ -134,15 +138,15 @@ class ImageModel:
                 "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, k]},
                             {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]}],
                 "parameters": {"labels": self.meta["labels"], "tensor_model": self.tensor_model,
-                               "policy": self.meta["preprocessing"]["policy"], "top_k": min(5, k),
+                               "policy": self.meta["preprocessing"]["policy"], "top_k": self.top_k,
                                "request_parameters": ["top_k", "policy"]}}  # fmt: skip
 
-    async def infer(self, request: dict, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    async def infer(self, request: dict, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict, dict]:
         images = _only(tensors, "images", "BYTES [N] of encoded images")
         if images.dtype != object or images.ndim != 1 or not 1 <= len(images) <= self.max_images:
             raise Refused(400, f"images must be BYTES [N], N from 1 to {self.max_images}")
         params = parameters(request)
-        top_k, policy = params.get("top_k", min(5, self.meta["num_classes"])), params.get("policy")
+        top_k, policy = params.get("top_k", self.top_k), params.get("policy")
         if type(top_k) is not int or not isinstance(policy, str | None):
             raise Refused(400, "top_k must be an integer and policy a string")
         try:
@@ -151,7 +155,6 @@ class ImageModel:
             raise Refused(exc.status, exc.detail, ((b"retry-after", b"1"),) if exc.status == 503 else ()) from None
         order = np.argsort(-probabilities, axis=1)[:, :top_k]
         labels = oip.bytes_array([[self.meta["labels"][i].encode() for i in row] for row in order])
-        names, _ = wanted(request, self.OUTPUTS)
         outputs = {"probabilities": probabilities.astype(np.float32), "labels": labels}
         return {o: outputs[o] for o in names}, {"policy": policy, "top_k": top_k}
 
@@ -197,8 +200,8 @@ class Protocol:
             request, tensors = oip.decode(body, header_length, "inputs")
         except oip.ProtocolError as exc:
             raise Refused(400, str(exc)) from None
-        outputs, params = await model.infer(request, tensors)
-        _, binary = wanted(request, tuple(outputs))
+        names, binary = wanted(request, model.outputs)
+        outputs, params = await model.infer(request, tensors, names)
         head = {"model_name": name, "model_version": VERSION, "parameters": params}
         if isinstance(request.get("id"), str):
             head["id"] = request["id"]

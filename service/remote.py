@@ -6,14 +6,13 @@ serving the same ONNX (``pixels`` in; ``logits``, ``embedding``, ``features`` ou
 
 import asyncio
 import json
-from collections import defaultdict
 
 import aiohttp
 import numpy as np
 
 from . import oip
 from .errors import EngineUnavailable
-from .inference import Item
+from .inference import Item, group
 
 
 class RemoteEngine:
@@ -63,9 +62,7 @@ class RemoteEngine:
         return [{o: tensors[o][i] for o in outputs} | extra for i in range(len(pixels))]
 
     async def infer(self, items: list[Item]) -> list[dict]:
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[(item.model, item.pixels.shape, item.outputs)].append(i)
+        groups = group(items, lambda item: (item.model, item.pixels.shape, item.outputs))
         calls = [self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs)
                  for (model, _, outputs), idx in groups.items()]  # fmt: skip
         results: list[dict] = [{} for _ in items]
@@ -89,7 +86,9 @@ class RemoteEngine:
             try:
                 status, _, data = await self._call("GET", f"/v2/models/{name}")
             except EngineUnavailable:
-                status = 0
-            params = (json.loads(data).get("parameters") or {}) if status == 200 else {}
-            found[name] = params.get("provider", "remote") if status == 200 else "engine unreachable"
+                status, data = 0, b""
+            if status == 200:
+                found[name] = (json.loads(data).get("parameters") or {}).get("provider", "remote")
+            else:
+                found[name] = "engine unreachable"
         return found
