@@ -10,6 +10,7 @@ ARG EXTRAS=serve,gpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 BENTOML_HOME=/opt/bentoml BENTOML_DO_NOT_TRACK=true
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY models/__init__.py models/
 COPY export export
 COPY service service

@@ -27,13 +27,17 @@ serve: $(VENV)/.serve
 	$(BIN)/python -m service.check
 	$(BIN)/bentoml serve service.service:Classifier --port $(PORT)
 
-# The browser test drives Debian's Chromium (Playwright's own browser download is not possible here).
+# The browser test drives Debian's Chromium (Playwright's own browser download is not possible here);
+# the load tests' compiled generator is Debian's wrk.
 CHROMIUM := /usr/bin/chromium
+WRK := /usr/bin/wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium
+$(WRK):
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk
 
-test: $(VENV)/.dev $(CHROMIUM)
+test: $(VENV)/.dev $(CHROMIUM) $(WRK)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.dev
@@ -49,7 +53,7 @@ loadtest: $(VENV)/.dev
 	bash loadtest/run.sh
 
 # In-process and HTTP benchmarks side by side → BENCHMARKS.md and docs/*.png (~15 min on 2 cores).
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev $(WRK)
 	$(BIN)/python -m loadtest.bench
 
 # Build ./Dockerfile and `bentoml containerize` the Bento with podman, run each and classify an image (root; ~10 min).
@@ -58,8 +62,8 @@ container-test: $(VENV)/.dev
 
 # On an NVIDIA host: CUDA parity vs CPU and torch, fp32/fp16 throughput in process and served → reports/gpu/gpu.json
 # (~3 min unattended, nothing downloaded after the install; copy it to docs/gpu_check.json for BENCHMARKS.md).
-gpu-check: $(VENV)/.dev
-	$(BIN)/pip install -q -e '.[gpu]'
+gpu-check: $(VENV)/.dev $(WRK)
+	$(BIN)/pip install -q -e '.[gpu,gpu-decode]'
 	$(BIN)/python -m loadtest.gpu_check --out reports/gpu
 
 # Retrain the embedded default model (~10 min on 2 cores), then re-export its ONNX files.

@@ -1,13 +1,12 @@
 """In-process benchmark: eager torch vs onnxruntime fp32 vs int8, and export cost of the largest net.
 
-    python -m export.bench OUT_DIR        (run by `make bench`; writes OUT_DIR/inprocess.json)
+    python -m export.bench OUT_DIR PHOTO_DIR     (run by `make bench`; writes OUT_DIR/inprocess.json)
 
 Every figure is a median over repeated runs, all measured side by side in this one process.
 """
 
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -16,31 +15,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+import contract
 import models
 from models.shapes import sample
 
 from .graph import ServingGraph
 from .parity import images, session
 from .pipeline import ExportSpec, run
+from .speed import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "default_model"
 BATCHES = (1, 8, 32)
-
-
-def median_seconds(fn, runs: int = 5, min_time: float = 0.3) -> float:
-    """Median over ``runs`` of the mean time per call, each run at least ``min_time`` long."""
-    fn()  # warm-up
-    results = []
-    for _ in range(runs):
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < min_time or n == 0:
-            fn()
-            n += 1
-        results.append(elapsed / n)
-    return statistics.median(results)
 
 
 def compare_engines(name: str, model: torch.nn.Module, onnx: dict[str, Path], size: int) -> list[dict]:
@@ -71,6 +60,20 @@ def agreement(fp32: Path, int8: Path, n: int = 400) -> float:
     return same / n
 
 
+def agreement_photos(folder: Path, int8: Path, photos: list[Path]) -> float:
+    """Top-1 agreement of int8 with fp32 on real photos, prepared as the service's ``crop`` policy does."""
+    pre = contract.read(folder).preprocessing
+    a, b = session(folder / "model.onnx"), session(int8)
+    same = 0
+    for path in photos:
+        img = Image.open(path).convert("RGB")
+        (w, h), (cw, ch) = pre.target(*img.size, "crop")
+        left, top = (w - cw) // 2, (h - ch) // 2
+        x = np.asarray(img.resize((w, h), Image.BILINEAR).crop((left, top, left + cw, top + ch)))[None]
+        same += int(a.run(["logits"], {"pixels": x})[0].argmax() == b.run(["logits"], {"pixels": x})[0].argmax())
+    return same / len(photos)
+
+
 def export_cost(variant: str, work: Path) -> dict:
     """Wall time and peak resident memory of one CLI export, in a child process."""
     start = time.perf_counter()
@@ -80,7 +83,7 @@ def export_cost(variant: str, work: Path) -> dict:
     return {"variant": variant, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_kb / 1024}
 
 
-def main(out: Path) -> None:
+def main(out: Path, photos: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "models"
     if not (work / "resnet50-int8" / "model.onnx").is_file():
@@ -98,6 +101,8 @@ def main(out: Path) -> None:
     result = {
         "rows": rows,
         "int8_agreement_default": agreement(default["fp32"], default["int8"]),
+        "int8_agreement_photos": agreement_photos(work / "resnet50", work / "resnet50-int8" / "model.onnx", photos),
+        "photos": len(photos),
         "export_cost": export_cost("wide_resnet101_2", out / "export-cost"),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -108,4 +113,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "reports/bench"))
+    main(Path(sys.argv[1]), sorted(Path(sys.argv[2]).iterdir()))

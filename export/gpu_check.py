@@ -13,15 +13,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import torch
 
 import models
 
-from .bench import median_seconds
 from .graph import INPUT, ServingGraph
 from .parity import compare, images, session
 from .pipeline import ExportSpec, build, run
+from .speed import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = "CUDAExecutionProvider"
@@ -102,6 +103,55 @@ def varying_batches(path: Path) -> dict:
             "padded_sessions_ms_per_call": median_seconds(padded, runs=3, min_time=0) / len(sizes) * 1e3}  # fmt: skip
 
 
+def bound_runner(sess: ort.InferenceSession, x: np.ndarray, n_classes: int, dim: int, stride: int = 32,
+                 device: str = "cuda"):  # fmt: skip
+    """A call with every input and output in fixed CUDA buffers (I/O binding), as CUDA graphs require;
+    the logits are copied back to the host each call, as ``run`` does."""
+    n, h, w = x.shape[:3]
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+    shapes = {"logits": [n, n_classes], "embedding": [n, dim], "features": [n, dim, -(-h // stride), -(-w // stride)]}
+    outputs = {k: ort.OrtValue.ortvalue_from_shape_and_type(v, np.float32, device, 0) for k, v in shapes.items()}
+    for name, value in outputs.items():
+        binding.bind_ortvalue_output(name, value)
+
+    def call() -> np.ndarray:
+        sess.run_with_iobinding(binding)
+        return outputs["logits"].numpy()
+
+    return call
+
+
+# lever → extra CUDA provider options; all but the first two run with I/O binding
+LEVERS = {
+    "default": {},
+    "prefer_nhwc": {"prefer_nhwc": "1"},
+    "I/O binding": {},
+    "CUDA graph": {"enable_cuda_graph": "1"},
+    "CUDA graph + prefer_nhwc": {"enable_cuda_graph": "1", "prefer_nhwc": "1"},
+}
+UNBOUND = ("default", "prefer_nhwc")
+
+
+def cuda_levers(path: Path, batches: list[int]) -> list[dict]:
+    """fp16 ResNet-50 per CUDA provider option, one fixed-shape session each (as the service keeps them)."""
+    rows = []
+    for batch in batches:
+        x = images((1, 224, 224)).repeat(batch, 0)
+        for lever, extra in LEVERS.items():
+            row = {"lever": lever, "batch": batch}
+            try:
+                sess = session(path, [(CUDA, OPTIONS | extra)])
+                if lever in UNBOUND:
+                    seconds = median_seconds(lambda s=sess, x=x: s.run(["logits"], {INPUT: x}))
+                else:
+                    seconds = median_seconds(bound_runner(sess, x, 1000, 2048))
+                rows.append(row | {"ms_per_batch": seconds * 1e3, "images_per_s": batch / seconds})
+            except Exception as exc:  # one lever failing must not cost the rest of an unattended run
+                rows.append(row | {"error": f"{type(exc).__name__}: {exc}"[:400]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -140,6 +190,7 @@ def main() -> None:
         "parity": {"resnet50": parity(model, r50, device), "shapes-resnet10": parity(shapes, default, device)},
         "inprocess": throughput(model, timed, device, [int(b) for b in args.batches.split(",")]),
         "varying_batches": varying_batches(folder / "resnet50" / "model.onnx") if has_cuda else None,
+        "cuda_levers": cuda_levers(folder / "resnet50-fp16" / "model.onnx", [64, 128, 256]) if has_cuda else None,
     }
     (args.out / "inprocess.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'inprocess.json'}")

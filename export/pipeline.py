@@ -5,7 +5,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,15 +16,19 @@ import torch
 from PIL import Image
 from torch import nn
 
+import contract
 import models
+from contract.metadata import PRECISIONS, ModelMetadata, Speed
 from models.resnet import BasicBlock, Bottleneck, ResNet
 
 from . import store
 from .graph import IMAGENET_MEAN, IMAGENET_STD, INPUT, OUTPUTS, ServingGraph, export_onnx
-from .parity import TOLERANCE, default_shapes, images, parity_report
+from .parity import TOLERANCE, default_shapes, images, parity_report, rule_for
+from .speed import measure
+from .speed import notes as speed_notes
 from .variants import to_fp16, to_int8
 
-IMAGENET_LABELS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "imagenet_classes.txt"
+IMAGENET_LABELS = Path(__file__).with_name("imagenet_classes.txt")  # torchvision's order
 
 
 class ExportError(Exception):
@@ -58,7 +62,6 @@ class ExportSpec:
     training_record: dict | None = None
     output: Path | None = None
     to_store: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _stage(message: str) -> float:
@@ -145,67 +148,78 @@ def calibration(spec: ExportSpec, size: int) -> list[np.ndarray]:
 
 
 def labels_for(spec: ExportSpec, num_classes: int) -> list[str]:
+    """The given labels; ImageNet's for a 1000-class model (they ship with the repository); else class_i."""
     if spec.labels is not None:
         labels = spec.labels
-    elif num_classes == 1000 and IMAGENET_LABELS.is_file():
+    elif num_classes == 1000:
         labels = IMAGENET_LABELS.read_text().splitlines()
     else:
         labels = [f"class_{i}" for i in range(num_classes)]
+        print(f"  no --labels: classes are named class_0 … class_{num_classes - 1}", file=sys.stderr)
     if len(labels) != num_classes:
         raise ExportError(f"{len(labels)} labels given for a {num_classes}-class model")
     return labels
 
 
-def run(spec: ExportSpec) -> list[Path]:
-    """Export every requested precision; returns the folders written (--output, else the store's)."""
-    t = _stage(f"build {spec.variant or 'ad-hoc ResNet'}")
-    model, arch = build(spec)
-    head = model.get_classifier()
-    num_classes = head.out_features
-    labels = labels_for(spec, num_classes)
-    name = spec.name or spec.variant or "custom-resnet"
-    shapes = spec.parity_shapes or default_shapes(model.default_input_size)
-    batches = [images(s, seed=i) for i, s in enumerate(shapes)]
-    _done(t, f"({sum(p.numel() for p in model.parameters()):,} parameters)")
-
-    work = Path(tempfile.mkdtemp(prefix="export-"))
-    fp32 = work / "fp32.onnx"
+def convert(spec: ExportSpec, model: nn.Module, work: Path) -> dict[str, Path]:
+    """fp32 ONNX, then each requested variant of it: {precision: file}; fp32 is always there."""
+    files = {"fp32": work / "fp32.onnx"}
     t = _stage(f"export to ONNX (opset {spec.opset}, dynamic batch/height/width) and check")
-    export_onnx(model, fp32, opset=spec.opset)
-    _done(t, f"({fp32.stat().st_size / 1e6:.1f} MB)")
-
-    files = {"fp32": fp32}
+    export_onnx(model, files["fp32"], opset=spec.opset)
+    _done(t, f"({files['fp32'].stat().st_size / 1e6:.1f} MB)")
     if "fp16" in spec.precisions:
         t = _stage("convert to fp16")
-        to_fp16(fp32, files.setdefault("fp16", work / "fp16.onnx"))
+        files["fp16"] = work / "fp16.onnx"
+        to_fp16(files["fp32"], files["fp16"])
         _done(t)
     if "int8" in spec.precisions:
         t = _stage(f"quantise to int8 (QDQ, per-channel, {spec.calibration_images} calibration images)")
         to_int8(
-            fp32,
-            files.setdefault("int8", work / "int8.onnx"),
-            calibration(spec, model.default_input_size),
+            files["fp32"], files.setdefault("int8", work / "int8.onnx"), calibration(spec, model.default_input_size)
         )
         _done(t)
+    return files
 
-    base = {
+
+def check(spec: ExportSpec, model: nn.Module, precision: str, onnx_file: Path) -> tuple[dict, list[str]]:
+    """The parity report of one precision and its notes; an fp32/fp16 export beyond tolerance is refused."""
+    shapes = spec.parity_shapes or default_shapes(model.default_input_size)
+    t = _stage(f"parity {precision} vs eager torch on {len(shapes)} shapes")
+    report = parity_report(model, onnx_file, shapes, [images(s, seed=i) for i, s in enumerate(shapes)])
+    rule = rule_for(precision, spec.tolerance)
+    report["tolerance"] = rule
+    worst = report["worst"]
+    _done(t, f"(max abs {worst['max_abs']:.2e}, max rel {worst['max_rel']:.2e}, top-1 {worst['top1']:.0%})")
+    if rule["max_rel"] is not None and worst["max_rel"] > rule["max_rel"]:
+        raise ExportError(
+            f"{precision} parity failed: max relative error {worst['max_rel']:.3e} > tolerance {rule['max_rel']:.0e}",
+            code=4,
+        )
+    if worst["top1"] < rule["min_top1"]:
+        note = f"{precision} top-1 agrees with fp32 torch on {worst['top1']:.0%} of the parity images"
+        note += f" (< {rule['min_top1']:.0%})"
+        print(f"  warning: {note}", file=sys.stderr)
+        return report, [note]
+    return report, []
+
+
+def describe(spec: ExportSpec, model: nn.Module, arch: str) -> dict:
+    """The metadata every precision of this export shares."""
+    head = model.get_classifier()
+    k, c = head.out_features, head.in_features
+    return {
         "architecture": arch,
-        "num_classes": num_classes,
-        "labels": labels,
+        "num_classes": k,
+        "labels": labels_for(spec, k),
         "preprocessing": preprocessing(spec, model),
         "min_input_size": model.min_input_size,
         "feature_stride": model.feature_stride,
-        "embedding_dim": head.in_features,
-        "input": {
-            "name": INPUT,
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "shape": ["batch", "height", "width", 3],
-        },
+        "embedding_dim": c,
+        "input": {"name": INPUT, "dtype": "uint8", "layout": "NHWC", "shape": ["batch", "height", "width", 3]},
         "outputs": {
-            OUTPUTS[0]: ["batch", num_classes],
-            OUTPUTS[1]: ["batch", head.in_features],
-            OUTPUTS[2]: ["batch", head.in_features, "height/stride", "width/stride"],
+            OUTPUTS[0]: ["batch", k],
+            OUTPUTS[1]: ["batch", c],
+            OUTPUTS[2]: ["batch", c, "height/stride", "width/stride"],
         },
         "head": "head.npz",
         "opset": spec.opset,
@@ -220,51 +234,58 @@ def run(spec: ExportSpec) -> list[Path]:
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        **({"training": spec.training_record} if spec.training_record else {}),
-        **spec.extra,
+        "training": spec.training_record,
     }
-    written = []
-    for precision in ("fp32", "fp16", "int8"):
-        if precision not in files or precision not in spec.precisions:
-            continue
-        t = _stage(f"parity {precision} vs eager torch on {len(shapes)} shapes")
-        report = parity_report(model, files[precision], shapes, batches)
-        tol = spec.tolerance if precision == "fp32" else TOLERANCE.get(precision)
-        report["tolerance"] = {
-            "max_rel": tol,
-            "rule": "max |onnx - torch| / max |torch| over logits",
-        }
-        worst = report["worst"]
-        _done(
-            t,
-            f"(max abs {worst['max_abs']:.2e}, max rel {worst['max_rel']:.2e}, top-1 {worst['top1']:.0%})",
-        )
-        if tol is not None and worst["max_rel"] > tol:
-            shutil.rmtree(work)
-            raise ExportError(
-                f"{precision} parity failed: max relative error {worst['max_rel']:.3e} > tolerance {tol:.0e}",
-                code=4,
-            )
-        entry = f"{name}-{precision}" if precision != "fp32" else name
-        folder = work / entry
-        folder.mkdir()
-        shutil.move(files[precision], folder / "model.onnx")
-        np.savez(
-            folder / "head.npz",
-            weight=head.weight.detach().numpy(),
-            bias=head.bias.detach().numpy(),
-        )
-        meta = {"name": entry, **base, "precision": precision, "parity": report}
-        (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        written.append(folder)
 
+
+def package(folder: Path, onnx_file: Path, head: nn.Linear, meta: ModelMetadata) -> Path:
+    """One store-ready folder: model.onnx, head.npz, model.json."""
+    folder.mkdir()
+    shutil.move(onnx_file, folder / "model.onnx")
+    np.savez(folder / "head.npz", weight=head.weight.detach().numpy(), bias=head.bias.detach().numpy())
+    contract.write(folder, meta)
+    return folder
+
+
+def save(spec: ExportSpec, written: list[Path]) -> list[Path]:
+    """Into the BentoML model store and/or --output; returns the folders a user should look at."""
     t = _stage("save")
     saved = [store.save(f) for f in written] if spec.to_store else []
     if spec.output is not None:
         spec.output.mkdir(parents=True, exist_ok=True)
         for folder in written:
             shutil.copytree(folder, spec.output / folder.name, dirs_exist_ok=True)
-    shutil.rmtree(work)
     folders = [spec.output / f.name for f in written] if spec.output else [Path(m.path) for m in saved]
     _done(t, " ".join(str(m.tag) for m in saved) + " " + " ".join(map(str, folders)))
     return folders
+
+
+def compare_speed(files: dict[str, Path], size: int) -> Speed:
+    """Every precision timed side by side here: which one to serve on this CPU is a measurement."""
+    t = _stage(f"speed of {', '.join(files)} on this CPU, side by side")
+    speed = measure(files, size)
+    _done(t, " ".join(f"{p} {ms[-1]:.2f}" for p, ms in speed.ms_per_image.items()) + " ms/image (batch 8)")
+    for note in (n for notes in speed_notes(speed).values() for n in notes):
+        print(f"  warning: {note}", file=sys.stderr)
+    return speed
+
+
+def run(spec: ExportSpec) -> list[Path]:
+    """Export every requested precision; returns the folders written (--output, else the store's)."""
+    t = _stage(f"build {spec.variant or 'ad-hoc ResNet'}")
+    model, arch = build(spec)
+    shared = describe(spec, model, arch)
+    name = spec.name or spec.variant or "custom-resnet"
+    _done(t, f"({shared['parameters']:,} parameters)")
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        work = Path(tmp)
+        files = convert(spec, model, work)
+        checked = {p: check(spec, model, p, files[p]) for p in PRECISIONS if p in files and p in spec.precisions}
+        speed = compare_speed(files, model.default_input_size) if len(files) > 1 else None
+        slower, written = speed_notes(speed), []
+        for precision, (report, notes) in checked.items():
+            entry = name if precision == "fp32" else f"{name}-{precision}"
+            notes = [*notes, *slower.get(precision, [])]
+            meta = ModelMetadata(name=entry, **shared, precision=precision, parity=report, speed=speed, notes=notes)
+            written.append(package(work / entry, files[precision], model.get_classifier(), meta))
+        return save(spec, written)

@@ -189,21 +189,18 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
-def _resnet(block: Block, layers: list[int], **kwargs) -> ResNet:
-    return ResNet(block, layers, **kwargs)
-
-
-_bottleneck = partial(_resnet, Bottleneck)
+_basic = partial(ResNet, BasicBlock)
+_bottleneck = partial(ResNet, Bottleneck)
 
 
 @register
 def resnet18(**kw) -> ResNet:
-    return _resnet(BasicBlock, [2, 2, 2, 2], **kw)
+    return _basic([2, 2, 2, 2], **kw)
 
 
 @register
 def resnet34(**kw) -> ResNet:
-    return _resnet(BasicBlock, [3, 4, 6, 3], **kw)
+    return _basic([3, 4, 6, 3], **kw)
 
 
 @register
@@ -255,18 +252,18 @@ def resnet50d(**kw) -> ResNet:
 @register
 def plain18(**kw) -> ResNet:
     """ResNet-18 without skip connections, for comparison."""
-    return _resnet(BasicBlock, [2, 2, 2, 2], residual=False, **kw)
+    return _basic([2, 2, 2, 2], residual=False, **kw)
 
 
 @register
 def plain34(**kw) -> ResNet:
     """ResNet-34 without skip connections, for comparison."""
-    return _resnet(BasicBlock, [3, 4, 6, 3], residual=False, **kw)
+    return _basic([3, 4, 6, 3], residual=False, **kw)
 
 
 @register
 def resnet10_shapes(**kw) -> ResNet:
     """Narrow ResNet-10 (stride 16) behind the embedded default model; see models/train_shapes.py."""
-    model = _resnet(BasicBlock, [1, 1, 1, 1], widths=(16, 32, 64, 128), stem_pool=False, input_norm=True, **kw)
+    model = _basic([1, 1, 1, 1], widths=(16, 32, 64, 128), stem_pool=False, input_norm=True, **kw)
     model.default_input_size = 112
     return model

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from contract import Full
+
 from .checkpoint import save_checkpoint
 from .registry import create
 from .shapes import BANDS, CLASSES, Sample, sample, sample_in_band
@@ -46,14 +48,9 @@ class TrainConfig:
     threads: int = 2
 
 
-def bucket(w: int, h: int, short: int, max_long: int) -> tuple[int, int]:
-    """The ``full`` policy: shorter side to ``short``, longer side to ``short`` + k·32, capped."""
-    long = min(max_long, short + 32 * round((max(w, h) * short / min(w, h) - short) / 32))
-    return (long, short) if w >= h else (short, long)
-
-
 def to_bucket(s: Sample, cfg: TrainConfig) -> np.ndarray:
-    size = bucket(*s.image.size, cfg.short_side, cfg.max_long_side)
+    """The sample resized as the service's ``full`` policy will resize it."""
+    size = Full(short_side=cfg.short_side, max_long_side=cfg.max_long_side).target(*s.image.size)
     return np.array(s.image.resize(size, Image.BILINEAR))
 
 

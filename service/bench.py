@@ -12,21 +12,24 @@ import sys
 import time
 from pathlib import Path
 
+from . import catalog
 from .catalog import Entry
+from .config import SETTINGS
+from .decoders import jpeg_decoder
 from .inference import Item, Model, Runner
-from .preprocess import Limits, prepare
+from .preprocess import prepare
 
 CPU = ("CPUExecutionProvider",)
 
 
 def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs: int = 3) -> dict:
     """Per-image latency (median), preprocessing share and CPU time over ``runs`` passes of ``data``."""
-    latencies, pre_ms, limits = [], [], Limits(min_side=entry.meta["min_input_size"])
+    latencies, pre_ms, limits = [], [], SETTINGS.limits(entry.meta.min_input_size)
     cpu = time.process_time()
     for _ in range(runs):
         for blob in data:
             t0 = time.perf_counter()
-            p = prepare(blob, policy, entry.meta["preprocessing"], limits)
+            p = prepare(blob, policy, entry.meta.preprocessing, limits)
             t1 = time.perf_counter()
             runner([Item(entry.name, p.pixels)])
             latencies.append((time.perf_counter() - t0) * 1e3)
@@ -36,15 +39,32 @@ def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs:
             "cpu_ms": (time.process_time() - cpu) * 1e3 / len(latencies)}  # fmt: skip
 
 
+def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, float | None]:
+    """Images/s of decode + resize alone (``crop``, one thread), with Pillow and, where it loads, nvImageCodec."""
+    limits, pre, rates = SETTINGS.limits(entry.meta.min_input_size), entry.meta.preprocessing, {}
+    for name in ("pillow", "nvimgcodec"):
+        jpeg = jpeg_decoder(name)
+        if name != "pillow" and jpeg is None:
+            rates[name] = None
+            continue
+        t = time.perf_counter()
+        for _ in range(runs):
+            for blob in data:
+                prepare(blob, "crop", pre, limits, jpeg)
+        rates[name] = runs * len(data) / (time.perf_counter() - t)
+    return rates
+
+
 def main(out: Path, folder: Path, files: list[Path]) -> None:
-    entry = Entry(folder.name, folder, json.loads((folder / "model.json").read_text()))
+    entry = catalog.read(folder.name, folder)
     data = [f.read_bytes() for f in files]
     fast = Runner({entry.name: Model(entry, CPU, 0, False)})  # every core: the latency a request can reach
     one = Runner({entry.name: Model(entry, CPU, 1, False)})  # one thread: the CPU floor
     rows = {policy: pipeline(fast, entry, data, policy) for policy in ("crop", "full")}
     floor = {policy: pipeline(one, entry, data, policy, runs=10)["cpu_ms"] for policy in ("crop", "full")}
-    out.write_text(json.dumps({"model": entry.name, "images": len(files), "pipeline": rows, "cpu_floor_ms": floor},
-                              indent=2))  # fmt: skip
+    result = {"model": entry.name, "images": len(files), "pipeline": rows, "cpu_floor_ms": floor,
+              "decode_images_per_s": decode_rates(entry, data)}  # fmt: skip
+    out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main() -> int:
         except Exception as exc:
             print(f"error: model {tag} cannot be served: {exc}", file=sys.stderr)
             return 1
-        print(f"ok: {entry.tag} ({entry.meta['precision']}, {entry.meta['num_classes']} classes)")
+        print(f"ok: {entry.tag} ({entry.meta.precision}, {entry.meta.num_classes} classes)")
     return 0
 
 

@@ -3,6 +3,9 @@
 import os
 from dataclasses import dataclass, field
 
+from . import guard
+from .preprocess import Limits
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"RESNET_{name}", default)
@@ -29,7 +32,11 @@ class Settings:
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
     max_uploads: int = field(default_factory=lambda: int(_env("MAX_UPLOADS", "256")))
     body_timeout_s: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT_S", "10")))
-    timeout_s: int = field(default_factory=lambda: int(_env("TIMEOUT_S", "30")))
+    timeout_s: float = field(default_factory=lambda: float(_env("TIMEOUT_S", "30")))
+    header_timeout_s: float = field(default_factory=lambda: float(_env("HEADER_TIMEOUT_S", "10")))
+    max_headers: int = field(default_factory=lambda: int(_env("MAX_HEADERS", "100")))
+    max_header_bytes: int = field(default_factory=lambda: int(_env("MAX_HEADER_BYTES", str(16 * 2**10))))
+    decoder: str = field(default_factory=lambda: _env("DECODER", "pillow"))  # or nvimgcodec (GPU hosts)
     max_pixels: int = field(default_factory=lambda: int(_env("MAX_PIXELS", "40000000")))
     max_aspect: float = field(default_factory=lambda: float(_env("MAX_ASPECT", "20")))
     max_images: int = field(default_factory=lambda: int(_env("MAX_IMAGES", "32")))
@@ -41,6 +48,22 @@ class Settings:
     engine_token: str = field(default_factory=lambda: _env("ENGINE_TOKEN", ""))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
+
+    def guard_limits(self) -> guard.Limits:
+        """What one request may cost a front worker (the Guard's limits)."""
+        return guard.Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_concurrency=self.max_concurrency,
+            max_uploads=self.max_uploads,
+            body_timeout_s=self.body_timeout_s,
+            timeout_s=self.timeout_s,
+            max_headers=self.max_headers,
+            max_header_bytes=self.max_header_bytes,
+        )
+
+    def limits(self, min_side: int) -> Limits:
+        """The image limits for a model whose smallest valid side is ``min_side``."""
+        return Limits(self.max_pixels, self.max_aspect, min_side)
 
 
 SETTINGS = Settings()

@@ -16,7 +16,7 @@ import sys
 
 import prometheus_client
 
-from . import oip
+from . import connections, oip
 from .asgi import BodyTooLarge, bearer_ok, header, read_body, send_bytes, send_json
 from .config import SETTINGS, Settings
 from .engine import Engine
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--host {args.host} reaches beyond this machine: set RESNET_ENGINE_TOKEN (a shared secret)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = EngineServer(Engine(SETTINGS), SETTINGS)
+    connections.install(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 timeout_keep_alive=SETTINGS.timeout_s)  # fmt: skip
 

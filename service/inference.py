@@ -9,19 +9,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
+from contract import ModelMetadata
+
 from .catalog import Entry
 
 log = logging.getLogger("resnet.engine")
 CUDA = "CUDAExecutionProvider"
-
-
-def buckets(pre: dict) -> list[tuple[int, int]]:
-    """Every (height, width) the policies can produce: the crop square and the ``full`` buckets."""
-    full = pre["full"]
-    short, cap, m = full["short_side"], full["max_long_side"], full["multiple"]
-    longs = range(short, cap + 1, m)
-    shapes = {(pre["crop"]["size"],) * 2} | {(short, n) for n in longs} | {(n, short) for n in longs}
-    return sorted(shapes)
 
 
 OUTPUTS = ("logits", "embedding", "features")
@@ -68,7 +61,7 @@ def make_session(
     return session
 
 
-def check_contract(tag: str, meta: dict, session: ort.InferenceSession, head: np.ndarray) -> None:
+def check_contract(tag: str, meta: ModelMetadata, session: ort.InferenceSession, head: np.ndarray) -> None:
     """Refuse a model whose metadata contradicts its graph: the service never guesses."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
@@ -79,10 +72,10 @@ def check_contract(tag: str, meta: dict, session: ort.InferenceSession, head: np
         problems.append(f"graph outputs are {sorted(outputs)}, expected logits, embedding, features")
     else:
         k, c = outputs["logits"].shape[-1], outputs["embedding"].shape[-1]
-        if k != meta["num_classes"] or len(meta["labels"]) != meta["num_classes"]:
-            problems.append(f"graph has {k} classes, metadata {meta['num_classes']} with {len(meta['labels'])} labels")
-        if c != meta["embedding_dim"] or head.shape != (meta["num_classes"], meta["embedding_dim"]):
-            problems.append(f"graph embedding {c}, metadata {meta['embedding_dim']}, head {head.shape}")
+        if k != meta.num_classes or len(meta.labels) != meta.num_classes:
+            problems.append(f"graph has {k} classes, metadata {meta.num_classes} with {len(meta.labels)} labels")
+        if c != meta.embedding_dim or head.shape != (meta.num_classes, meta.embedding_dim):
+            problems.append(f"graph embedding {c}, metadata {meta.embedding_dim}, head {head.shape}")
     if problems:
         raise RuntimeError(f"model {tag}: metadata contradicts the graph: {'; '.join(problems)}")
 
@@ -125,16 +118,16 @@ class Model:
             n: make_session(path, providers, threads, require_gpu, tf32, spinning) if n > 1 else self.session
             for n in (batch_sizes(max_batch) if fixed else [])
         }
-        log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta["precision"], self.provider,
+        log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta.precision, self.provider,
                     max(1, len(self.sessions)))  # fmt: skip
 
     def warmup(self) -> int:
         """Run every shape the policies produce once (batch 1), and each larger batch session at the crop size."""
-        pre = self.meta["preprocessing"]
-        shapes = buckets(pre)
+        pre = self.meta.preprocessing
+        shapes = pre.buckets()
         for h, w in shapes:
             self.session.run(["logits"], {"pixels": np.zeros((1, h, w, 3), np.uint8)})
-        side = pre["crop"]["size"]
+        side = pre.crop.size
         for n, session in self.sessions.items():
             session.run(["logits"], {"pixels": np.zeros((n, side, side, 3), np.uint8)})
         return len(shapes) + len(self.sessions)

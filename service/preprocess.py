@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from contract.metadata import Policy, Preprocessing
+
+from .decoders import Decode
 from .errors import ApiError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -18,9 +21,11 @@ Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before decoding
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int = 40_000_000  # decoded pixels (width × height), checked from the header
-    max_aspect: float = 20.0
-    min_side: int = 1  # raised to the model's own minimum per request
+    """What an image may be (the settings' RESNET_MAX_PIXELS and RESNET_MAX_ASPECT, the model's minimum side)."""
+
+    max_pixels: int  # decoded pixels (width × height), checked from the header
+    max_aspect: float
+    min_side: int
 
 
 @dataclass(frozen=True)
@@ -73,23 +78,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def target_size(w: int, h: int, policy: str, pre: dict) -> tuple[tuple[int, int], tuple[int, int] | None]:
-    """(resize to (w, h), then centre crop (w, h) or None) for a ``policy`` of a model's metadata.
-
-    ``full`` buckets: shorter side ``short_side``, longer side ``short_side`` + k·``multiple``, capped.
-    """
-    if policy == "crop":
-        resize, size = pre["crop"]["resize"], pre["crop"]["size"]
-        scale = resize / min(w, h)
-        return (max(size, round(w * scale)), max(size, round(h * scale))), (size, size)
-    full = pre["full"]
-    short, cap, m = full["short_side"], full["max_long_side"], full["multiple"]
-    long = min(cap, short + m * round((max(w, h) * short / min(w, h) - short) / m))
-    return ((long, short) if w >= h else (short, long)), None
-
-
-def prepare(data: bytes, policy: str, pre: dict, limits: Limits) -> Prepared:
-    """Bytes → upright RGB → the policy's uint8 pixels."""
+def prepare(data: bytes, policy: Policy, pre: Preprocessing, limits: Limits, jpeg: Decode | None = None) -> Prepared:
+    """Bytes → upright RGB → the policy's uint8 pixels; JPEG through ``jpeg`` when given (decoders.py)."""
     img = open_image(data, limits)
     w, h = img.size
     if max(w, h) / min(w, h) > limits.max_aspect:
@@ -99,10 +89,13 @@ def prepare(data: bytes, policy: str, pre: dict, limits: Limits) -> Prepared:
     try:
         rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap sides
         original = (h, w) if rotated else (w, h)
-        size, crop = target_size(*original, policy, pre)
-        if img.format == "JPEG":  # DCT-domain downscale, still at least the target size
-            img.draft("RGB", (size[1], size[0]) if rotated else size)
-        img = to_rgb(ImageOps.exif_transpose(img))
+        size, crop = pre.target(*original, policy)
+        if img.format == "JPEG" and jpeg is not None:
+            img = jpeg(data)  # upright already
+        else:
+            if img.format == "JPEG":  # DCT-domain downscale, still at least the target size
+                img.draft("RGB", (size[1], size[0]) if rotated else size)
+            img = to_rgb(ImageOps.exif_transpose(img))
         resized = img.resize(size, Image.BILINEAR)
     except Exception:
         raise ApiError(422, "corrupt_image", "the image data is truncated or corrupt") from None

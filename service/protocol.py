@@ -16,6 +16,8 @@ from typing import Protocol as Interface
 
 import numpy as np
 
+from contract import ModelMetadata
+
 from . import oip
 from .errors import ApiError, EngineUnavailable
 from .inference import OUTPUTS, Item
@@ -93,21 +95,21 @@ class TensorModel:
 
     outputs = OUTPUTS
 
-    def __init__(self, name: str, meta: dict, engine: Engine, provider: str, max_pixels: int) -> None:
+    def __init__(self, name: str, meta: ModelMetadata, engine: Engine, provider: str, max_pixels: int) -> None:
         self.name, self.meta, self.engine, self.provider, self.max_pixels = name, meta, engine, provider, max_pixels
 
     def metadata(self) -> dict:
-        c, k = self.meta["embedding_dim"], self.meta["num_classes"]
+        c, k = self.meta.embedding_dim, self.meta.num_classes
         return {"name": self.name, "versions": [VERSION], "platform": "onnxruntime_onnx",
                 "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, k]},
                             {"name": "embedding", "datatype": "FP32", "shape": [-1, c]},
                             {"name": "features", "datatype": "FP32", "shape": [-1, c, -1, -1]}],
-                "parameters": {"min_input_size": self.meta["min_input_size"], "precision": self.meta["precision"],
+                "parameters": {"min_input_size": self.meta.min_input_size, "precision": self.meta.precision,
                                "provider": self.provider}}  # fmt: skip
 
     async def infer(self, request: dict, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict, dict]:
-        pixels, side = _only(tensors, "pixels", "UINT8 [N, H, W, 3]"), self.meta["min_input_size"]
+        pixels, side = _only(tensors, "pixels", "UINT8 [N, H, W, 3]"), self.meta.min_input_size
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3:
             raise Refused(400, "send one input, pixels: UINT8 [N, H, W, 3]")
         n, h, w, _ = pixels.shape
@@ -127,18 +129,18 @@ class ImageModel:
 
     outputs = ("probabilities", "labels")
 
-    def __init__(self, name: str, tensor_model: str, meta: dict, classify: Classify, max_images: int) -> None:
+    def __init__(self, name: str, tensor_model: str, meta: ModelMetadata, classify: Classify, max_images: int) -> None:
         self.name, self.tensor_model, self.meta, self.classify = name, tensor_model, meta, classify
-        self.max_images, self.top_k = max_images, min(5, meta["num_classes"])  # top_k when a request gives none
+        self.max_images, self.top_k = max_images, min(5, meta.num_classes)  # top_k when a request gives none
 
     def metadata(self) -> dict:
-        k = self.meta["num_classes"]
+        k = self.meta.num_classes
         return {"name": self.name, "versions": [VERSION], "platform": "resnet-serve_image",
                 "inputs": [{"name": "images", "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, k]},
                             {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]}],
-                "parameters": {"labels": self.meta["labels"], "tensor_model": self.tensor_model,
-                               "policy": self.meta["preprocessing"]["policy"], "top_k": self.top_k,
+                "parameters": {"labels": self.meta.labels, "tensor_model": self.tensor_model,
+                               "policy": self.meta.preprocessing.policy, "top_k": self.top_k,
                                "request_parameters": ["top_k", "policy"]}}  # fmt: skip
 
     async def infer(self, request: dict, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict, dict]:
@@ -154,7 +156,7 @@ class ImageModel:
         except ApiError as exc:
             raise Refused(exc.status, exc.detail, ((b"retry-after", b"1"),) if exc.status == 503 else ()) from None
         order = np.argsort(-probabilities, axis=1)[:, :top_k]
-        labels = oip.bytes_array([[self.meta["labels"][i].encode() for i in row] for row in order])
+        labels = oip.bytes_array([[self.meta.labels[i].encode() for i in row] for row in order])
         outputs = {"probabilities": probabilities.astype(np.float32), "labels": labels}
         return {o: outputs[o] for o in names}, {"policy": policy, "top_k": top_k}
 

@@ -43,8 +43,3 @@ class Embedding(BaseModel):
     normalized: bool
     embedding: list[float]
     timing: Timing
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str

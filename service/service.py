@@ -16,14 +16,17 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from . import catalog, routes
+from contract.metadata import POLICIES
+
+from . import catalog, connections, routes
 from .config import SETTINGS
+from .decoders import jpeg_decoder
 from .engine import Engine
 from .errors import ApiError, EngineUnavailable
 from .guard import Guard
 from .inference import Item
 from .metrics import PREPROCESS_SECONDS, REQUESTS
-from .preprocess import Limits, Prepared, prepare
+from .preprocess import Prepared, prepare
 from .protocol import ImageModel, Protocol, Reply, TensorModel
 from .remote import RemoteEngine
 from .render import cam, normalise, overlay_png, peak
@@ -31,7 +34,7 @@ from .routes import Upload
 from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
 
 log = logging.getLogger("resnet.front")
-POLICIES = ("crop", "full")
+connections.install(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
 EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans unless RESNET_TRACING=1
 
 
@@ -58,6 +61,7 @@ class Classifier:
         else:
             self.engine = Engine(SETTINGS)
         self.protocol = Protocol("resnet-serve", self._protocol_models(), log)
+        self.jpeg = jpeg_decoder(SETTINGS.decoder)
         self._ready = False
 
     def _protocol_models(self) -> dict:
@@ -86,19 +90,19 @@ class Classifier:
         if name not in self.entries:
             raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}")
         entry = self.entries[name]
-        policy = policy or entry.meta["preprocessing"]["policy"]
+        policy = policy or entry.meta.preprocessing.policy
         if policy not in POLICIES:
             raise ApiError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
-        k = entry.meta["num_classes"]
+        k = entry.meta.num_classes
         if top_k is not None and not 1 <= top_k <= k:
             raise ApiError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
         return entry, policy
 
     async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
-        limits = Limits(SETTINGS.max_pixels, SETTINGS.max_aspect, entry.meta["min_input_size"])
+        limits = SETTINGS.limits(entry.meta.min_input_size)
         t = time.perf_counter()
-        loop, pre = asyncio.get_running_loop(), entry.meta["preprocessing"]
-        prepared = await loop.run_in_executor(None, prepare, image.read_bytes(), policy, pre, limits)
+        loop, pre = asyncio.get_running_loop(), entry.meta.preprocessing
+        prepared = await loop.run_in_executor(None, prepare, image.read_bytes(), policy, pre, limits, self.jpeg)
         seconds = time.perf_counter() - t
         PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
         h, w = prepared.pixels.shape[:2]
@@ -118,7 +122,7 @@ class Classifier:
     def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:
         probs = softmax(result["logits"])
         order = np.argsort(-probs)[:top_k]
-        labels = entry.meta["labels"]
+        labels = entry.meta.labels
         h, w = prepared.pixels.shape[:2]
         return dict(
             model=entry.name,
@@ -178,7 +182,7 @@ class Classifier:
     ) -> Explanation:
         """Class activation map (Zhou et al., 2016) from the same forward pass as the prediction."""
         entry, policy = self._resolve(model, policy, top_k)
-        k = entry.meta["num_classes"]
+        k = entry.meta.num_classes
         if class_index is not None and not 0 <= class_index < k:
             raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
         prepared, pre_ms = await self._prepare(entry, policy, image)
@@ -191,7 +195,7 @@ class Classifier:
         return Explanation(
             **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
             class_index=cls,
-            class_label=entry.meta["labels"][cls],
+            class_label=entry.meta.labels[cls],
             peak=prepared.to_original(x, y),
             heatmap_png=overlay_png(prepared.pixels, cam01),
             cam=cam01.round(4).tolist() if include_map else None,
@@ -215,7 +219,10 @@ class Classifier:
     async def models(self) -> list[dict]:
         """Each loaded model's metadata, its parity report, and the provider it runs on."""
         providers = await self.engine.providers()
-        return [{**e.meta, "tag": e.tag, "provider": providers.get(name)} for name, e in self.entries.items()]
+        return [
+            {**e.meta.model_dump(mode="json"), "tag": e.tag, "provider": providers.get(name)}
+            for name, e in self.entries.items()
+        ]
 
 
 for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
@@ -224,7 +231,9 @@ for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build
 Classifier = bentoml.service(
     name="resnet-classifier",
     workers=SETTINGS.front_workers,
-    traffic={"timeout": SETTINGS.timeout_s},  # the concurrency limit is the Guard's: JSON 429 with Retry-After
+    # The Guard answers the body deadline (408), the request timeout (504) and the concurrency limit (429) as
+    # JSON first; BentoML's own timeout, over the whole exchange, is only the backstop.
+    traffic={"timeout": SETTINGS.body_timeout_s + SETTINGS.timeout_s + 5},
     logging={"access": {"enabled": SETTINGS.access_log}},  # per-request layers off the hot path unless asked for
     tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
 )(Classifier)
@@ -245,7 +254,5 @@ async def _ui(request) -> FileResponse:
 # GET /models (the POST route above is BentoML's convention; people also expect a plain GET) and /ui.
 _pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route("/ui", _ui, methods=["GET"])])
 Classifier.mount_asgi_app(_pages, path="/")
-Classifier.add_asgi_middleware(Guard, max_body_bytes=SETTINGS.max_body_bytes, token=SETTINGS.api_token,
-                               routes=routes.multipart_routes(Classifier), v2=_v2,
-                               max_concurrency=SETTINGS.max_concurrency, max_uploads=SETTINGS.max_uploads,
-                               body_timeout_s=SETTINGS.body_timeout_s)  # fmt: skip
+Classifier.add_asgi_middleware(Guard, limits=SETTINGS.guard_limits(), token=SETTINGS.api_token,
+                               routes=routes.multipart_routes(Classifier), v2=_v2)  # fmt: skip

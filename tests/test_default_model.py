@@ -11,6 +11,7 @@ import models
 from export.pipeline import ExportSpec, run
 from models.shapes import BANDS, CLASSES, sample, sample_in_band
 from models.train_shapes import TrainConfig, normalise, to_bucket, train
+from service import catalog
 from service.catalog import Entry
 from service.inference import OUTPUTS, Item, Model, Runner
 from service.preprocess import Limits, prepare
@@ -26,7 +27,7 @@ TEST_SEED = 31337  # never used in training (training: seed 0 and 0 + 10000)
 
 def entry(name: str) -> Entry:
     path = FOLDER / name
-    return Entry(name, path, json.loads((path / "model.json").read_text()))
+    return catalog.read(name, path)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,8 @@ def test_weights_are_small_and_recorded() -> None:
     record = json.loads((FOLDER / "training.json").read_text())
     assert record["accuracy"]["overall"] >= 0.98 and record["command"].startswith("python -m models.train_shapes")
     meta = entry("shapes-resnet10").meta
-    assert meta["trained"] is True and meta["training"]["accuracy"] == record["accuracy"]
-    assert meta["labels"] == list(CLASSES)
+    assert meta.trained is True and meta.training["accuracy"] == record["accuracy"]
+    assert meta.labels == list(CLASSES)
 
 
 @torch.no_grad()
@@ -82,8 +83,8 @@ def test_torch_accuracy_in_every_size_band(test_set) -> None:
 
 
 def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
-    pre = onnx_models["shapes-resnet10"].meta["preprocessing"]
-    limits = Limits(min_side=16)
+    pre = onnx_models["shapes-resnet10"].meta.preprocessing
+    limits = Limits(max_pixels=40_000_000, max_aspect=20, min_side=16)
     prepared = [prepare(bmp(s.image), "full", pre, limits) for _, s in test_set]
     runner = Runner(onnx_models)
     fp32 = runner([Item("shapes-resnet10", p.pixels, ("logits", "features")) for p in prepared])
@@ -109,7 +110,7 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
                       output=tmp_path, to_store=False)  # fmt: skip
     (folder,) = run(spec)
     fresh = Model(
-        Entry("fresh", folder, json.loads((folder / "model.json").read_text())),
+        catalog.read("fresh", folder),
         ("CPUExecutionProvider",),
         2,
         False,
@@ -121,7 +122,7 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
         b = fresh.run(x, list(OUTPUTS))
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5)
-    assert meta["preprocessing"]["policy"] == "full" and meta["parity"]["worst"]["top1"] == 1.0
+    assert meta.preprocessing.policy == "full" and meta.parity["worst"]["top1"] == 1.0
 
 
 def test_training_runs_end_to_end_on_a_tiny_budget(tmp_path) -> None:

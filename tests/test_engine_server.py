@@ -16,7 +16,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from loadtest.server import serve as serve_command
-from service.catalog import Entry
+from service import catalog
 from service.inference import OUTPUTS, Model
 from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
@@ -47,7 +47,7 @@ def test_tritonclient_health_metadata_and_inference(split) -> None:
     assert meta["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
     assert [o["name"] for o in meta["outputs"]] == list(OUTPUTS)
     x = pixels(3, 112, 176)
-    entry = Entry("ref", DEFAULT, json.loads((DEFAULT / "model.json").read_text()))
+    entry = catalog.read("ref", DEFAULT)
     local = Model(entry, ("CPUExecutionProvider",), 1, False).run(x, list(OUTPUTS))
     for binary in (True, False):
         tensor = triton.InferInput("pixels", list(x.shape), "UINT8")

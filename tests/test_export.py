@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
+import contract
 import models
-from export.parity import TOLERANCE, default_shapes, images, session
+from export.parity import MIN_TOP1, TOLERANCE, default_shapes, images, session
 from export.pipeline import ExportError, ExportSpec, run
 from tests.conftest import ROOT
 
@@ -67,14 +68,20 @@ def test_cli_end_to_end(tmp_path) -> None:
     proc = cli("resnet18", "--random-init", "--num-classes", "4", "--labels", str(labels), "--name", "r18",
                "--precision", "fp32", "fp16", "int8", "--policy", "full", "--output", str(out), home=home,
                check=True)  # fmt: skip
-    for stage in ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "save"):
+    for stage in ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "speed of", "save"):
         assert stage in proc.stderr
     for entry, precision in (("r18", "fp32"), ("r18-fp16", "fp16"), ("r18-int8", "int8")):
-        meta = json.loads((out / entry / "model.json").read_text())
-        assert meta["precision"] == precision and meta["labels"][3] == "thing 3"
-        assert meta["preprocessing"]["policy"] == "full" and meta["trained"] is False
-        assert len(meta["parity"]["shapes"]) == 5
+        meta = contract.read(out / entry)
+        assert meta.precision == precision and meta.labels[3] == "thing 3"
+        assert meta.preprocessing.policy == "full" and meta.trained is False
+        assert len(meta.parity["shapes"]) == 5 and meta.parity["tolerance"]["min_top1"] == MIN_TOP1[precision]
         assert (home / "models" / entry).is_dir(), "saved to the BentoML model store"
+        # every precision timed side by side, the same figures in each model's metadata
+        assert set(meta.speed.ms_per_image) == {"fp32", "fp16", "int8"} and meta.speed.batches == [1, 8]
+        assert all(ms > 0 for row in meta.speed.ms_per_image.values() for ms in row)
+        slower = [b for b, a, f in zip(meta.speed.batches, meta.speed.ms_per_image[precision],
+                                       meta.speed.ms_per_image["fp32"], strict=True) if a > f]  # fmt: skip
+        assert len([n for n in meta.notes if "slower than fp32" in n]) == len(slower)
     proto = onnx.load(str(out / "r18" / "model.onnx"))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version >= 18
@@ -87,6 +94,14 @@ def test_cli_end_to_end(tmp_path) -> None:
     sess = session(out / "r18-int8" / "model.onnx")
     logits = sess.run(["logits"], {"pixels": images((2, 77, 141))})[0]
     assert logits.shape == (2, 4) and np.isfinite(logits).all()
+
+
+def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -> None:
+    (folder,) = run(ExportSpec(arch={"block": "basic", "layers": [1, 1, 1, 1]}, random_init=True, name="in1k",
+                               parity_shapes=[(1, 64, 64)], output=tmp_path, to_store=False))  # fmt: skip
+    meta = contract.read(folder)
+    assert meta.num_classes == 1000 and meta.labels[:2] == ["tench", "goldfish"] and meta.labels[-1] == "toilet tissue"
+    assert meta.speed is None, "one precision: nothing to compare"
 
 
 def test_cli_help_documents_every_option() -> None:

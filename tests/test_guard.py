@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from service.guard import Guard
+from service.guard import Guard, Limits
 from service.protocol import Reply
 
 
@@ -17,8 +17,8 @@ async def _echo(request):
     return PlainTextResponse(str(len(await request.body())))
 
 
-def app(**options) -> Guard:
-    return Guard(Starlette(routes=[Route("/{path:path}", _echo, methods=["GET", "POST"])]), **options)
+def app(token: str = "", **limits) -> Guard:
+    return Guard(Starlette(routes=[Route("/{path:path}", _echo, methods=["GET", "POST"])]), Limits(**limits), token)
 
 
 def call(asgi, method: str, path: str, **kw) -> httpx.Response:
@@ -67,9 +67,32 @@ def test_v2_routes_need_the_token_but_their_health_does_not() -> None:
         seen.append((method, path, body))
         return Reply(200, b'{"ok": true}')
 
-    guarded = Guard(Starlette(), max_body_bytes=10**6, token="s3cret", v2=v2)
+    guarded = Guard(Starlette(), Limits(max_body_bytes=10**6), token="s3cret", v2=v2)
     assert call(guarded, "GET", "/v2/health/ready").status_code == 200
     assert call(guarded, "POST", "/v2/models/m/infer", content=b"{}").status_code == 401
     ok = call(guarded, "POST", "/v2/models/m/infer", content=b"{}", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200 and ok.json() == {"ok": True}
     assert seen == [("GET", "/v2/health/ready", b""), ("POST", "/v2/models/m/infer", b"{}")], "the body, once"
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [({f"x-h{i}": "v" for i in range(30)}, False), ({f"x-h{i}": "v" for i in range(60)}, True),
+     ({"x-big": "v" * 3000}, False), ({"x-big": "v" * 5000}, True)],
+)  # fmt: skip
+def test_header_count_and_size_limits(headers: dict, refused: bool) -> None:
+    r = call(app(max_body_bytes=1000, max_headers=50, max_header_bytes=4096), "GET", "/x", headers=headers)
+    assert (r.status_code, r.json()["error"] if refused else r.text) == (
+        (431, "headers_too_large") if refused else (200, "0")
+    )
+
+
+async def _slow(request):
+    await asyncio.sleep(5)
+    return PlainTextResponse("late")
+
+
+def test_a_request_not_answered_in_time_gets_504_json() -> None:
+    guarded = Guard(Starlette(routes=[Route("/slow", _slow, methods=["POST"])]), Limits(10**6, timeout_s=0.2))
+    r = call(guarded, "POST", "/slow", json={})
+    assert r.status_code == 504 and r.json()["error"] == "timeout" and "0.2 s" in r.json()["detail"]

@@ -1,4 +1,4 @@
-"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch."""
+"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain."""
 
 import ast
 from pathlib import Path
@@ -12,6 +12,7 @@ FORBIDDEN = {
     "models": {"onnx", "onnxruntime", "bentoml", "service", "export"},
     "export": {"service"},
     "loadtest": {"torch", "models", "export", "service"},
+    "contract": {"torch", "models", "export", "service", "loadtest", "onnx", "onnxruntime", "bentoml", "numpy"},
 }
 
 

@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract import Crop, Full, Preprocessing
 from service.errors import ApiError
-from service.inference import buckets
-from service.preprocess import Limits, prepare, target_size
+from service.preprocess import Limits, prepare
 
-PRE = {
-    "crop": {"resize": 146, "size": 128},
-    "full": {"short_side": 128, "max_long_side": 384, "multiple": 32},
-}
+PRE = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, policy="full", crop=Crop(resize=146, size=128),
+                    full=Full(short_side=128, max_long_side=384))  # fmt: skip
 LIMITS = Limits(max_pixels=10_000_000, max_aspect=20, min_side=16)
 
 
@@ -39,7 +37,7 @@ def test_every_mode_becomes_rgb(photo, mode: str) -> None:
     fmt = "TIFF" if mode in ("CMYK", "I", "F") else "PNG"
     out = prepare(encode(img, fmt), "full", PRE, LIMITS)
     assert out.pixels.dtype == np.uint8 and out.pixels.shape[2] == 3
-    assert out.pixels.shape[:2] in buckets({**PRE})
+    assert out.pixels.shape[:2] in PRE.buckets()
     assert out.pixels.std() > 10, "content survived the conversion"
 
 
@@ -78,7 +76,7 @@ def test_exif_orientation_is_applied(photo) -> None:
     ],
 )
 def test_policy_sizes(size, policy, expected) -> None:
-    resize, crop = target_size(*size, policy, PRE)
+    resize, crop = PRE.target(*size, policy)
     assert (crop or resize) == expected
 
 
@@ -112,6 +110,6 @@ def test_truncated_image_is_422(photo) -> None:
 
 
 def test_buckets_cover_both_orientations() -> None:
-    shapes = buckets(PRE)
+    shapes = PRE.buckets()
     assert (128, 384) in shapes and (384, 128) in shapes and (128, 128) in shapes
     assert len(shapes) == 17

@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from service.inference import buckets
+from contract import Crop, Full, Preprocessing
 from service.preprocess import Limits, prepare
 
-PRE = {"crop": {"resize": 128, "size": 112}, "full": {"short_side": 112, "max_long_side": 336, "multiple": 32}}
+PRE = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, policy="full", crop=Crop(resize=128, size=112),
+                    full=Full(short_side=112, max_long_side=336))  # fmt: skip
 LIMITS = Limits(max_pixels=4_000_000, max_aspect=20, min_side=16)
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
 FORMATS = {"PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}, "TIFF": set(MODES), "JPEG": {"L", "RGB", "CMYK"},
@@ -42,7 +43,7 @@ def test_any_image_becomes_a_bucket_tensor(case, policy) -> None:
     data, size = case
     out = prepare(data, policy, PRE, LIMITS)
     assert out.pixels.dtype == np.uint8 and out.pixels.ndim == 3 and out.pixels.shape[2] == 3
-    assert out.pixels.shape[:2] in buckets(PRE)
+    assert out.pixels.shape[:2] in PRE.buckets()
     assert out.original == size
     if policy == "crop":
         assert out.pixels.shape[:2] == (112, 112)

@@ -1,0 +1,70 @@
+"""How fast each exported precision runs here, side by side: the figures a user picks a precision by."""
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+from contract.metadata import Speed
+
+from .graph import INPUT
+from .parity import images
+
+
+def median_seconds(fn: Callable[[], object], runs: int = 5, min_time: float = 0.3) -> float:
+    """Median over ``runs`` of the mean time per call, each run at least ``min_time`` long."""
+    fn()  # warm-up
+    results = []
+    for _ in range(runs):
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_time or n == 0:
+            fn()
+            n += 1
+        results.append(elapsed / n)
+    return statistics.median(results)
+
+
+def machine() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = threads, 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def measure(files: dict[str, Path], size: int, batches: tuple[int, ...] = (1, 8), min_time: float = 0.1) -> Speed:
+    """CPU ms per image of every precision at each batch size, interleaved so drift hits all alike."""
+    threads = os.cpu_count() or 1
+    sessions = {p: cpu_session(f, threads) for p, f in files.items()}
+    ms: dict[str, list[float]] = {p: [] for p in files}
+    for batch in batches:
+        x = images((batch, size, size), seed=7)
+        for precision, sess in sessions.items():
+            seconds = median_seconds(lambda s=sess, x=x: s.run(["logits"], {INPUT: x}), runs=3, min_time=min_time)
+            ms[precision].append(round(seconds * 1e3 / batch, 3))
+    return Speed(machine=machine(), threads=threads, size=size, batches=list(batches), ms_per_image=ms)
+
+
+def notes(speed: Speed | None) -> dict[str, list[str]]:
+    """Per precision, a warning for each batch size where it is slower than fp32: nobody should serve it for speed."""
+    fp32 = speed.ms_per_image.get("fp32") if speed else None
+    out: dict[str, list[str]] = {}
+    for precision, ms in speed.ms_per_image.items() if fp32 else ():
+        for batch, a, b in zip(speed.batches, ms, fp32, strict=True):
+            if a > b:
+                note = f"{precision} is slower than fp32 on this CPU at batch {batch}: {a:.2f} vs {b:.2f} ms/image"
+                out.setdefault(precision, []).append(note)
+    return out

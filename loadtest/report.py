@@ -1,0 +1,197 @@
+"""BENCHMARKS.md and its plots from the figures `make bench` measured: rendering only, no measuring."""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from . import overhead
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, series in rows.items():
+        c = [r["concurrency"] for r in series]
+        a.plot(c, [r["images_per_s"] for r in series], marker="o", label=name)
+        b.plot(c, [r["p50_ms"] for r in series], marker="o", label=f"{name} p50")
+        b.plot(c, [r["p99_ms"] for r in series], marker="x", linestyle="--", label=f"{name} p99")
+    for ax, title, unit in ((a, "Throughput", "images/s"), (b, "Latency", "ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_inprocess(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, model in zip(axes, ("resnet50", "shapes-resnet10"), strict=True):
+        mine = [r for r in rows if r["model"] == model]
+        engines = sorted({r["engine"] for r in mine})
+        batches = sorted({r["batch"] for r in mine})
+        width = 0.8 / len(engines)
+        for i, e in enumerate(engines):
+            ys = [next(r["images_per_s"] for r in mine if r["engine"] == e and r["batch"] == b) for b in batches]
+            ax.bar([j + i * width for j in range(len(batches))], ys, width, label=e)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
+        ax.set_title(f"{model}, in process")
+        ax.set_ylabel("images/s")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(c[1] for c in cols) + " |\n|" + "---|" * len(cols) + "\n"
+
+    def cell(r: dict, k: str, f: str) -> str:
+        return "–" if r.get(k) is None else format(r[k], f)
+
+    return head + "\n".join("| " + " | ".join(cell(r, k, f) for k, _, f in cols) + " |" for r in rows)
+
+
+def gpu_section(path: Path) -> str:
+    """BENCHMARKS.md's GPU part, from the JSON `make gpu-check` wrote on a GPU host (copied to docs/)."""
+    if not path.is_file():
+        return ""
+    g = json.loads(path.read_text())
+    worst: dict = {}
+    for model, rows in g["parity"].items():
+        for r in rows:
+            w = worst.setdefault((model, r["engine"]), {"model": model, "engine": r["engine"], "max_rel": 0, "top1": 1})
+            w["max_rel"], w["top1"] = max(w["max_rel"], r["max_rel"]), min(w["top1"], r["top1"])
+    v, m = g["varying_batches"], g["machine"]
+    workers = g.get("served_env", {}).get("RESNET_FRONT_WORKERS", m["cores"] // 2)
+    cols_par = [("model", "model", "s"), ("engine", "engine", "s"), ("max_rel", "max error ÷ largest logit", ".1e"),
+                ("top1", "top-1 agreement", ".2f")]  # fmt: skip
+    cols_in = [("engine", "engine", "s"), ("batch", "batch", "d"), ("ms_per_batch", "ms / batch", ".2f"),
+               ("images_per_s", "images/s", ".0f")]  # fmt: skip
+    cols_http = [("model", "model", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".0f"),
+                 ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("mean_batch", "mean batch", ".1f"),
+                 ("preprocess_ms_p50", "decode p50 ms", ".1f"), ("inference_ms_p50", "engine p50 ms", ".1f"),
+                 ("errors", "errors", "d"), ("client_cpu_ms", "load client CPU-ms / request", ".2f")]  # fmt: skip
+    return f"""
+## GPU: {g["card"]["name"]} (`make gpu-check`, {g["seconds"]:.0f} s unattended)
+
+One run on {g["card"]["name"]} ({g["card"]["memory_gib"]} GiB), {m["cpu"]} × {m["cores"]} cores, onnxruntime-gpu
+{g["onnxruntime"]} (CUDA provider, HEURISTIC cuDNN search), torch {g["torch"]}. ResNet-50 is untrained
+(BatchNorm calibrated), exported here as fp32 and fp16; the reference is eager torch fp32 on CPU, on
+the same uint8 images at 224², 224² × 8, 177×301 × 2 and 513×387.
+
+{table(list(worst.values()), cols_par)}
+
+onnxruntime's CUDA provider uses TF32 unless `use_tf32=0`: its fp32 logits then move by ~1e-2 of
+their range, beyond the 1e-3 an fp32 export is held to, so the service turns TF32 off
+(`RESNET_TF32=1` turns it on) and fp16 is the fast path.
+
+{table(g["inprocess"], cols_in)}
+
+Batch sizes that change from call to call (as a batching server makes them) cost one onnxruntime
+CUDA session {v["one_session_ms_per_call"]:.1f} ms per call (the convolutions re-plan on every new
+shape); one session per power-of-two size, the batch padded up, costs
+{v["padded_sessions_ms_per_call"]:.1f} ms. The service does the latter on CUDA.
+
+Through HTTP (real JPEG photos, `crop`, {workers} front workers; the load client on the same host:
+wrk where the table gives its CPU, else one Python process), fp16 vs fp32 top-1 agreement
+{g["served_agreement"]["top1_agreement"]:.2f} over {g["served_agreement"]["images"]} photos:
+
+{table(g["served"], cols_http)}
+
+{g.get("note", "")}
+
+{gpu_extras(g)}"""
+
+
+def gpu_extras(g: dict) -> str:
+    """The parts of a `make gpu-check` run that older runs lack: CUDA levers, GPU decoding, served with it."""
+    out = ""
+    if g.get("cuda_levers"):
+        cols = [("lever", "CUDA provider lever (fp16)", "s"), ("batch", "batch", "d"),
+                ("images_per_s", "images/s", ".0f"), ("error", "error", "s")]  # fmt: skip
+        out += f"\n### In process: onnxruntime CUDA options\n\n{table(g['cuda_levers'], cols)}\n"
+    if rates := g.get("decode_images_per_s"):
+        nv = rates.get("nvimgcodec")
+        out += (f"\nDecode + `crop` resize alone, one thread: Pillow {rates['pillow']:.0f} images/s, nvImageCodec "
+                f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n")  # fmt: skip
+    if g.get("served_nvimgcodec"):
+        cols = [("model", "model", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".0f"),
+                ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("errors", "errors", "d")]  # fmt: skip
+        out += f"\nServed with `RESNET_DECODER=nvimgcodec`:\n\n{table(g['served_nvimgcodec'], cols)}\n"
+    return out
+
+
+COLS_IN = [("model", "model", "s"), ("engine", "engine", "s"), ("batch", "batch", "d"),
+           ("ms_per_batch", "ms / batch (median)", ".1f"), ("images_per_s", "images/s", ".1f")]  # fmt: skip
+COLS_HTTP = [("name", "configuration", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".1f"),
+             ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("mean_batch", "mean batch", ".2f"),
+             ("errors", "errors", "d"), ("client_cpu_ms", "load client CPU-ms / request", ".2f")]  # fmt: skip
+
+
+def targets_table(targets: list[tuple[str, float, float]]) -> str:
+    head = "| target | measured | needed | met |\n|---|---:|---:|:-:|\n"
+    return head + "\n".join(f"| {t} | {v:.2f} | {n:g} | {'yes' if v >= n else '**no**'} |" for t, v, n in targets)
+
+
+def write(inproc: dict, pipeline: dict, series: dict, points: dict, cost: dict, targets: list, seconds: float) -> str:
+    """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
+    plot(series, DOCS / "bench_http.png")
+    plot_inprocess(inproc["rows"], DOCS / "bench_inprocess.png")
+    m, export_cost, c1 = machine(), inproc["export_cost"], series["fp32, batching"][0]
+    http_rows = [{"name": k, **r} for k, v in series.items() for r in v] + [{"name": k, **r} for k, r in points.items()]
+    text = f"""# Benchmarks
+
+Measured by `make bench` in one run on one machine: {m["cpu"]}, {m["cores"]} cores, onnxruntime
+{inproc["onnxruntime"]} on `CPUExecutionProvider`, torch {inproc["torch"]} ({inproc["threads"]} threads).
+Every figure is a median over repeated runs (in process) or a {seconds:g}-second load point after a
+warm-up (HTTP). These machines are shared and noisy: read the ratios, not the absolute numbers.
+
+## Targets
+
+{targets_table(targets)}
+
+## In process: eager torch vs onnxruntime fp32 vs int8 (uint8 NHWC in, same graph)
+
+![in-process throughput](docs/bench_inprocess.png)
+
+{table(inproc["rows"], COLS_IN)}
+
+{inproc.get("int8_recipe", "")}
+
+Export of `{export_cost["variant"]}` (CLI, fp32, parity on 5 shapes): {export_cost["seconds"]:.0f} s,
+peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.
+
+## In-process pipeline vs HTTP (ResNet-50 fp32, real JPEG photos 200–1000 px)
+
+Decode + preprocess + onnxruntime, one image at a time, no HTTP: `crop` p50
+{pipeline["crop"]["p50_ms"]:.1f} ms (of which preprocessing {pipeline["crop"]["preprocess_p50_ms"]:.1f} ms),
+`full` p50 {pipeline["full"]["p50_ms"]:.1f} ms. Through HTTP at concurrency 1: p50 {c1["p50_ms"]:.1f} ms.
+
+![HTTP throughput and latency](docs/bench_http.png)
+
+{table(http_rows, COLS_HTTP)}
+"""
+    text += overhead.section(cost) + gpu_section(DOCS / "gpu_check.json")
+    (ROOT / "BENCHMARKS.md").write_text(text)
+    return text
