@@ -111,6 +111,7 @@ class ModelMetadata(_Strict):
     training: dict[str, Any] | None = Field(None, description="the training record, for a trained model")
     precision: Precision
     parity: dict[str, Any] = Field(description="errors against eager PyTorch per shape, and the rule applied")
+    quantization: dict[str, Any] | None = Field(None, description="the int8 recipe, for an int8 model")
     speed: Speed | None = None
     notes: list[str] = Field(default_factory=list, description="the export's warnings about this model")
 

@@ -161,8 +161,8 @@ def labels_for(spec: ExportSpec, num_classes: int) -> list[str]:
     return labels
 
 
-def convert(spec: ExportSpec, model: nn.Module, work: Path) -> dict[str, Path]:
-    """fp32 ONNX, then each requested variant of it: {precision: file}; fp32 is always there."""
+def convert(spec: ExportSpec, model: nn.Module, work: Path) -> tuple[dict[str, Path], dict | None]:
+    """fp32 ONNX, then each requested variant of it: ({precision: file}, the int8 recipe); fp32 is always there."""
     files = {"fp32": work / "fp32.onnx"}
     t = _stage(f"export to ONNX (opset {spec.opset}, dynamic batch/height/width) and check")
     export_onnx(model, files["fp32"], opset=spec.opset)
@@ -174,11 +174,11 @@ def convert(spec: ExportSpec, model: nn.Module, work: Path) -> dict[str, Path]:
         _done(t)
     if "int8" in spec.precisions:
         t = _stage(f"quantise to int8 (QDQ, per-channel, {spec.calibration_images} calibration images)")
-        to_int8(
-            files["fp32"], files.setdefault("int8", work / "int8.onnx"), calibration(spec, model.default_input_size)
-        )
-        _done(t)
-    return files
+        files["int8"] = work / "int8.onnx"
+        recipe = to_int8(files["fp32"], files["int8"], calibration(spec, model.default_input_size))
+        _done(t, f"(weight zero point {recipe['weight_zero_point']}: for {recipe['for']})")
+        return files, recipe | {"calibration_images": spec.calibration_images}
+    return files, None
 
 
 def check(spec: ExportSpec, model: nn.Module, precision: str, onnx_file: Path) -> tuple[dict, list[str]]:
@@ -279,13 +279,14 @@ def run(spec: ExportSpec) -> list[Path]:
     _done(t, f"({shared['parameters']:,} parameters)")
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         work = Path(tmp)
-        files = convert(spec, model, work)
+        files, recipe = convert(spec, model, work)
         checked = {p: check(spec, model, p, files[p]) for p in PRECISIONS if p in files and p in spec.precisions}
         speed = compare_speed(files, model.default_input_size) if len(files) > 1 else None
         slower, written = speed_notes(speed), []
         for precision, (report, notes) in checked.items():
             entry = name if precision == "fp32" else f"{name}-{precision}"
             notes = [*notes, *slower.get(precision, [])]
-            meta = ModelMetadata(name=entry, **shared, precision=precision, parity=report, speed=speed, notes=notes)
+            meta = ModelMetadata(name=entry, **shared, precision=precision, parity=report, speed=speed, notes=notes,
+                                 quantization=recipe if precision == "int8" else None)  # fmt: skip
             written.append(package(work / entry, files[precision], model.get_classifier(), meta))
         return save(spec, written)
