@@ -43,10 +43,10 @@ def _replay(body: bytes, then):
     return receive
 
 
-def _internal(path: str, what: str) -> dict:
+def _internal(path: str) -> dict:
     """A 500 body with a request id; the traceback goes to the log under the same id."""
     request_id = uuid.uuid4().hex[:12]
-    log.exception("%s on %s (request_id %s)", what, path, request_id)
+    log.exception("internal error on %s (request_id %s)", path, request_id)
     return {"error": "internal", "request_id": request_id, "detail": "an unexpected error; the log has the traceback"}
 
 
@@ -168,7 +168,7 @@ class Guard:
         try:
             response = await handle(form)
         except Exception:
-            return await send_json(send, 500, _internal(path, "internal error"))
+            return await send_json(send, 500, _internal(path))
         await response(scope, _replay(b"", receive), send)
 
     @staticmethod
