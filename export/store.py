@@ -6,12 +6,13 @@ Torch-free, so ``make serve`` can import the committed default model with servin
 """
 
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import bentoml
+
+import contract
 
 FILES = ("model.onnx", "model.json", "head.npz")
 
@@ -20,31 +21,40 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def find(name: str, digest: str) -> bentoml.Model | None:
-    """An existing store entry of ``name`` holding exactly this ONNX file."""
+def digest(folder: Path) -> str:
+    """One hash over the folder's files: a changed model.json (new metadata, same graph) is a new entry."""
+    h = hashlib.sha256()
+    for file in FILES:
+        h.update(file.encode() + b"\0" + sha256(folder / file).encode())
+    return h.hexdigest()
+
+
+def find(name: str, files_digest: str) -> bentoml.Model | None:
+    """An existing store entry of ``name`` holding exactly these files."""
     try:
         candidates = bentoml.models.list(name)
     except bentoml.exceptions.NotFound:
         return None
-    return next((m for m in candidates if m.info.labels.get("onnx_sha256") == digest), None)
+    return next((m for m in candidates if m.info.labels.get("files_sha256") == files_digest), None)
 
 
 def save(folder: Path) -> bentoml.Model:
-    """Store ``folder`` under the name in its model.json, unless the same ONNX is there already."""
-    meta = json.loads((folder / "model.json").read_text())
-    digest = sha256(folder / "model.onnx")
-    existing = find(meta["name"], digest)
+    """Store ``folder`` under the name in its model.json, unless the same files are there already."""
+    meta = contract.read(folder)
+    files_digest = digest(folder)
+    existing = find(meta.name, files_digest)
     if existing is not None:
         return existing
     labels = {
-        "architecture": meta["architecture"],
-        "precision": meta["precision"],
-        "trained": str(meta["trained"]).lower(),
-        "onnx_sha256": digest,
+        "architecture": meta.architecture,
+        "precision": meta.precision,
+        "trained": str(meta.trained).lower(),
+        "onnx_sha256": sha256(folder / "model.onnx"),
+        "files_sha256": files_digest,
     }
-    summary = {k: meta[k] for k in ("num_classes", "opset", "parameters", "embedding_dim")}
-    summary["parity_worst"] = meta["parity"]["worst"]
-    with bentoml.models.create(meta["name"], labels=labels, metadata=summary) as model:
+    summary = {"num_classes": meta.num_classes, "opset": meta.opset, "parameters": meta.parameters,
+               "embedding_dim": meta.embedding_dim, "parity_worst": meta.parity["worst"]}  # fmt: skip
+    with bentoml.models.create(meta.name, labels=labels, metadata=summary) as model:
         for file in FILES:
             shutil.copy2(folder / file, Path(model.path) / file)
     return model

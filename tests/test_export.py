@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -142,3 +143,21 @@ def test_mismatched_weights_are_refused(tmp_path) -> None:
     with pytest.raises(ExportError, match=r"shape: fc\.weight") as info:
         run(ExportSpec(variant="resnet18", weights=path, num_classes=7, to_store=False))
     assert info.value.code == 3
+
+
+def test_store_import_is_keyed_by_every_file_so_new_metadata_is_a_new_entry(tmp_path) -> None:
+    folder, home = tmp_path / "m", tmp_path / "home"
+    shutil.copytree(ROOT / "default_model" / "shapes-resnet10", folder)
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+
+    def store() -> str:
+        cmd = [sys.executable, "-m", "export.store", str(folder)]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
+
+    first = store()
+    assert store() == first, "the same files: the same entry"
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "notes": ["re-exported"]}))
+    second = store()
+    assert second != first, "same graph, new metadata: a new entry, which `latest` then names"
+    assert json.loads((home / "models" / "shapes-resnet10" / second.split(":")[1] / "model.json").read_text())["notes"]
