@@ -196,8 +196,8 @@ def check(spec: ExportSpec, model: nn.Module, precision: str, onnx_file: Path) -
             code=4,
         )
     if worst["top1"] < rule["min_top1"]:
-        note = f"{precision} top-1 agrees with fp32 torch on {worst['top1']:.0%} of the parity images"
-        note += f" (< {rule['min_top1']:.0%})"
+        note = f"{precision} top-1 agrees with fp32 torch on {worst['top1']:.0%} of the images of its worst"
+        note += f" parity shape (< {rule['min_top1']:.0%})"
         print(f"  warning: {note}", file=sys.stderr)
         return report, [note]
     return report, []
