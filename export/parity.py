@@ -43,9 +43,10 @@ def images(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return np.stack([np.asarray(sample(rng, size=(w, h)).image) for _ in range(b)])
 
 
-def session(path, providers: list[str] | None = None) -> ort.InferenceSession:
+def session(path, providers: list | None = None, threads: int = 0) -> ort.InferenceSession:
+    """A quiet session on ``providers`` (CPU by default) with ``threads`` intra-op threads (0: onnxruntime's)."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level, opts.intra_op_num_threads = 3, threads
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 

@@ -77,6 +77,10 @@ def _done(started: float, detail: str = "") -> None:
     )
 
 
+def _warn(note: str) -> None:
+    print(f"  warning: {note}", file=sys.stderr)
+
+
 def build(spec: ExportSpec) -> tuple[nn.Module, str]:
     """The torch model and its architecture string, with weights loaded if given."""
     if spec.weights is None and not spec.random_init:
@@ -198,7 +202,7 @@ def check(spec: ExportSpec, model: nn.Module, precision: str, onnx_file: Path) -
     if worst["top1"] < rule["min_top1"]:
         note = f"{precision} top-1 agrees with fp32 torch on {worst['top1']:.0%} of the images of its worst"
         note += f" parity shape (< {rule['min_top1']:.0%})"
-        print(f"  warning: {note}", file=sys.stderr)
+        _warn(note)
         return report, [note]
     return report, []
 
@@ -260,14 +264,18 @@ def save(spec: ExportSpec, written: list[Path]) -> list[Path]:
     return folders
 
 
-def compare_speed(files: dict[str, Path], size: int) -> Speed:
-    """Every precision timed side by side here: which one to serve on this CPU is a measurement."""
+def compare_speed(files: dict[str, Path], size: int) -> tuple[Speed | None, dict[str, list[str]]]:
+    """Every precision timed side by side here (which one to serve on this CPU is a measurement), and the
+    warnings per precision; nothing to compare for fp32 alone."""
+    if len(files) == 1:
+        return None, {}
     t = _stage(f"speed of {', '.join(files)} on this CPU, side by side")
     speed = measure(files, size)
     _done(t, " ".join(f"{p} {ms[-1]:.2f}" for p, ms in speed.ms_per_image.items()) + " ms/image (batch 8)")
-    for note in (n for notes in speed_notes(speed).values() for n in notes):
-        print(f"  warning: {note}", file=sys.stderr)
-    return speed
+    slower = speed_notes(speed)
+    for note in (n for notes in slower.values() for n in notes):
+        _warn(note)
+    return speed, slower
 
 
 def run(spec: ExportSpec) -> list[Path]:
@@ -281,8 +289,8 @@ def run(spec: ExportSpec) -> list[Path]:
         work = Path(tmp)
         files, recipe = convert(spec, model, work)
         checked = {p: check(spec, model, p, files[p]) for p in PRECISIONS if p in files and p in spec.precisions}
-        speed = compare_speed(files, model.default_input_size) if len(files) > 1 else None
-        slower, written = speed_notes(speed), []
+        speed, slower = compare_speed(files, model.default_input_size)
+        written = []
         for precision, (report, notes) in checked.items():
             entry = name if precision == "fp32" else f"{name}-{precision}"
             notes = [*notes, *slower.get(precision, [])]

@@ -7,12 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import onnxruntime as ort
-
 from contract.metadata import Speed
 
 from .graph import INPUT
-from .parity import images
+from .parity import images, session
 
 
 def median_seconds(fn: Callable[[], object], runs: int = 5, min_time: float = 0.3) -> float:
@@ -39,16 +37,10 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def cpu_session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.log_severity_level = threads, 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def measure(files: dict[str, Path], size: int, batches: tuple[int, ...] = (1, 8), min_time: float = 0.1) -> Speed:
     """CPU ms per image of every precision at each batch size, interleaved so drift hits all alike."""
     threads = os.cpu_count() or 1
-    sessions = {p: cpu_session(f, threads) for p, f in files.items()}
+    sessions = {p: session(f, threads=threads) for p, f in files.items()}
     ms: dict[str, list[float]] = {p: [] for p in files}
     for batch in batches:
         x = images((batch, size, size), seed=7)
@@ -58,11 +50,11 @@ def measure(files: dict[str, Path], size: int, batches: tuple[int, ...] = (1, 8)
     return Speed(machine=machine(), threads=threads, size=size, batches=list(batches), ms_per_image=ms)
 
 
-def notes(speed: Speed | None) -> dict[str, list[str]]:
+def notes(speed: Speed) -> dict[str, list[str]]:
     """Per precision, a warning for each batch size where it is slower than fp32: nobody should serve it for speed."""
-    fp32 = speed.ms_per_image.get("fp32") if speed else None
+    fp32 = speed.ms_per_image["fp32"]
     out: dict[str, list[str]] = {}
-    for precision, ms in speed.ms_per_image.items() if fp32 else ():
+    for precision, ms in speed.ms_per_image.items():
         for batch, a, b in zip(speed.batches, ms, fp32, strict=True):
             if a > b:
                 note = f"{precision} is slower than fp32 on this CPU at batch {batch}: {a:.2f} vs {b:.2f} ms/image"

@@ -62,7 +62,7 @@ def amx_weights(model: onnx.ModelProto, zero_point: int = 1) -> dict:
 
 def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], amx: bool | None = None) -> dict:
     """Static QDQ quantisation: int8 per-channel weights, uint8 activations, min/max calibration; returns the
-    recipe (for the model's metadata). Each choice was measured on ResNet-50 (BENCHMARKS.md, "int8 recipe")."""
+    recipe (for the model's metadata). Each choice was measured on ResNet-50 (docs/int8_levers.md)."""
     amx = has_amx() if amx is None else amx
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"

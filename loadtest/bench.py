@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import overhead, report, targets, wrk
-from .drive import PHOTOS, load, photos
+from .drive import PHOTOS, load, photos, save
 from .server import serve
 from .soak import mixed_requests, soak
 
@@ -34,16 +34,6 @@ def child(*args: str, env: dict | None = None) -> None:
     subprocess.run([PY, "-m", *args], cwd=ROOT, check=True, env=None if env is None else {**os.environ, **env})
 
 
-def folder_of(name: str, images: list[bytes]) -> list[Path]:
-    """The images written as OUT/name/NNN.jpg, for the benchmarks that read files."""
-    folder = OUT / name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    for i, data in enumerate(images):
-        (folder / f"{i:03d}.jpg").write_bytes(data)
-    return sorted(folder.iterdir())
-
-
 def fresh_home(name: str, *model_folders: Path) -> Path:
     """A BentoML home holding just these exported models."""
     home = OUT / name
@@ -54,7 +44,7 @@ def fresh_home(name: str, *model_folders: Path) -> Path:
 
 def in_process(images: list[bytes]) -> tuple[dict, dict]:
     """export.bench (torch vs onnxruntime fp32/int8) and service.bench (decode + model, no HTTP)."""
-    files = folder_of("photos", images)
+    files = save(OUT / "photos", images)
     child("export.bench", str(OUT), str(OUT / "photos"))
     child("service.bench", str(OUT / "pipeline.json"), str(MODELS / "resnet50"), *map(str, files))
     return json.loads((OUT / "inprocess.json").read_text()), json.loads((OUT / "pipeline.json").read_text())["pipeline"]
@@ -106,7 +96,7 @@ def main() -> None:
     series, points = served(images, args.seconds)
     soak_result = soaked()
     six = photos(sizes=(640,))
-    cost = overhead.measure(OUT, six, folder_of("photos-640", six))
+    cost = overhead.measure(OUT, six, save(OUT / "photos-640", six))
     met = targets.every(inproc, series, points, soak_result, cost)
     report.write(inproc, pipeline, series, points, cost, met, args.seconds)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}

@@ -3,6 +3,7 @@
 import asyncio
 import io
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -12,6 +13,15 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("LOADTEST_IMAGES", ROOT.parent / "shared" / "images"))
+
+
+def save(folder: Path, images: list[bytes]) -> list[Path]:
+    """``images`` written afresh as folder/NNN.jpg, for the tools that read files (wrk, the in-process benches)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i, data in enumerate(images):
+        (folder / f"{i:03d}.jpg").write_bytes(data)
+    return sorted(folder.iterdir())
 
 
 def photos(sizes=(200, 320, 480, 640, 800, 1000)) -> list[bytes]:

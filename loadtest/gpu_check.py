@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from . import wrk
-from .drive import photos
+from .drive import photos, save
 from .report import machine
 from .server import serve
 
@@ -38,16 +38,6 @@ def served_agreement(url: str, images: list[bytes]) -> dict:
         same += answers[0]["index"] == answers[1]["index"]
         gap = max(gap, abs(answers[0]["probability"] - answers[1]["probability"]))
     return {"images": len(images), "top1_agreement": same / len(images), "max_probability_gap": gap}
-
-
-def write_photos(out: Path) -> tuple[list[bytes], list[Path]]:
-    """Real photos as JPEG, ImageNet-like (the longer side 500 px), in memory and as files for wrk."""
-    images, files = photos(sizes=(500,)), []
-    (out / "photos").mkdir(exist_ok=True)
-    for i, data in enumerate(images):
-        (path := out / "photos" / f"{i:03d}.jpg").write_bytes(data)
-        files.append(path)
-    return images, files
 
 
 def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float) -> dict:
@@ -101,7 +91,8 @@ def main() -> None:
            "CUDAExecutionProvider,CPUExecutionProvider")}  # fmt: skip
     folders = [str(out / "models" / m) for m in ("resnet50", "resnet50-fp16")]
     subprocess.run([sys.executable, "-m", "export.store", *folders], cwd=ROOT, env={**os.environ, **env}, check=True)
-    images, files = write_photos(out)
+    images = photos(sizes=(500,))  # ImageNet-like: the longer side 500 px
+    files = save(out / "photos", images)
     result |= {"machine": machine(), "served_env": env, **served(out, env, images, files, args.seconds)}
     result["seconds"] = time.perf_counter() - started
     (out / "gpu.json").write_text(json.dumps(result, indent=2))

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from .asgi import BodyTooLarge, bearer_ok, header, read_body, send_bytes, send_json
 from .forms import FormError, parse
-from .protocol import Reply
+from .protocol import HEALTH, Reply
 from .routes import Fields, Handler
 
 log = logging.getLogger("resnet.front")
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
-V2_HEALTH = ("/v2/health/live", "/v2/health/ready")
 Route = tuple[Fields, Handler]  # a multipart route's form fields and its handler
 V2 = Callable[[str, str, str | None, bytes], Awaitable[Reply]]  # (method, path, header length, body) → reply
 
@@ -82,7 +81,7 @@ class Guard:
         path = scope.get("path", "")
         if path in EXEMPT:
             return await self.app(scope, receive, send)
-        if self.v2 is not None and path in V2_HEALTH:  # open, as probes need; no body to read
+        if self.v2 is not None and path in HEALTH:  # open, as probes need; no body to read
             return await self._send(send, await self.v2(scope["method"], path, None, b""))
         if refusal := self._headers_refused(scope):
             return await _reply(send, 431, "headers_too_large", refusal)
