@@ -22,6 +22,8 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.serve
 
+# The default model in fp32 and int8, as the container serves it.
+serve: export RESNET_MODELS ?= shapes-resnet10:latest,shapes-resnet10-int8:latest
 serve: $(VENV)/.serve
 	$(BIN)/python -m export.store $(DEFAULT_MODEL) $(DEFAULT_MODEL)-int8
 	$(BIN)/python -m service.check

@@ -4,7 +4,7 @@
 
 writes OUT_DIR/NAME/config.pbtxt and OUT_DIR/NAME/1/model.onnx (onnxruntime backend, dynamic
 height and width, dynamic batching). Triton then answers the same Open Inference Protocol requests
-as `python -m service.engine_server`, so a front (RESNET_ENGINE_URL) or any v2 client can use it.
+as `python -m service.engine.server`, so a front (RESNET_ENGINE_URL) or any v2 client can use it.
 """
 
 import argparse

@@ -89,7 +89,7 @@ def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int 
         spy.join()
     with serve("service.service:Classifier", {**env, "RESNET_ORT_SPINNING": "1"}, out / "overhead-spin.log") as url:
         rows["in process, onnxruntime threads spinning"] = _points(url, [url.pid], photos, count)
-    engine_cmd = [PY, "-m", "service.engine_server"]
+    engine_cmd = [PY, "-m", "service.engine.server"]
     with serve("engine", env, out / "overhead-engine.log", command=engine_cmd, ready_path="/v2/health/ready") as engine:
         front_env = {**env, "RESNET_ENGINE_URL": engine}
         with serve("service.service:Classifier", front_env, out / "overhead-front.log") as url:

@@ -15,16 +15,18 @@ from pathlib import Path
 from . import catalog
 from .catalog import Entry
 from .config import SETTINGS
-from .decoders import jpeg_decoder
-from .inference import Item, Model, Runner
-from .preprocess import prepare
+from .engine.runner import Runner
+from .engine.sessions import Sessions
+from .imaging.decoders import jpeg_decoder
+from .imaging.preprocess import ImageLimits, prepare
+from .protocol.tensors import Item
 
 CPU = ("CPUExecutionProvider",)
 
 
 def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs: int = 3) -> dict:
     """Per-image latency (median), preprocessing share and CPU time over ``runs`` passes of ``data``."""
-    latencies, pre_ms, limits = [], [], SETTINGS.limits(entry.meta.min_input_size)
+    latencies, pre_ms, limits = [], [], ImageLimits.of(SETTINGS, entry.meta.min_input_size)
     cpu = time.process_time()
     for _ in range(runs):
         for blob in data:
@@ -34,14 +36,17 @@ def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs:
             runner([Item(entry.name, p.pixels)])
             latencies.append((time.perf_counter() - t0) * 1e3)
             pre_ms.append((t1 - t0) * 1e3)
-    return {"p50_ms": statistics.median(latencies), "preprocess_p50_ms": statistics.median(pre_ms),
-            "images_per_s": 1e3 / statistics.mean(latencies),
-            "cpu_ms": (time.process_time() - cpu) * 1e3 / len(latencies)}  # fmt: skip
+    return {
+        "p50_ms": statistics.median(latencies),
+        "preprocess_p50_ms": statistics.median(pre_ms),
+        "images_per_s": 1e3 / statistics.mean(latencies),
+        "cpu_ms": (time.process_time() - cpu) * 1e3 / len(latencies),
+    }
 
 
 def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, float | None]:
     """Images/s of decode + resize alone (``crop``, one thread), with Pillow and, where it loads, nvImageCodec."""
-    limits, pre, rates = SETTINGS.limits(entry.meta.min_input_size), entry.meta.preprocessing, {}
+    limits, pre, rates = ImageLimits.of(SETTINGS, entry.meta.min_input_size), entry.meta.preprocessing, {}
     for name in ("pillow", "nvimgcodec"):
         jpeg = jpeg_decoder(name)
         if name != "pillow" and jpeg is None:
@@ -58,12 +63,17 @@ def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, fl
 def main(out: Path, folder: Path, files: list[Path]) -> None:
     entry = catalog.read(folder.name, folder)
     data = [f.read_bytes() for f in files]
-    fast = Runner({entry.name: Model(entry, CPU, 0, False)})  # every core: the latency a request can reach
-    one = Runner({entry.name: Model(entry, CPU, 1, False)})  # one thread: the CPU floor
+    fast = Runner({entry.name: Sessions(entry, CPU, 0, False)})  # every core: the latency a request can reach
+    one = Runner({entry.name: Sessions(entry, CPU, 1, False)})  # one thread: the CPU floor
     rows = {policy: pipeline(fast, entry, data, policy) for policy in ("crop", "full")}
     floor = {policy: pipeline(one, entry, data, policy, runs=10)["cpu_ms"] for policy in ("crop", "full")}
-    result = {"model": entry.name, "images": len(files), "pipeline": rows, "cpu_floor_ms": floor,
-              "decode_images_per_s": decode_rates(entry, data)}  # fmt: skip
+    result = {
+        "model": entry.name,
+        "images": len(files),
+        "pipeline": rows,
+        "cpu_floor_ms": floor,
+        "decode_images_per_s": decode_rates(entry, data),
+    }
     out.write_text(json.dumps(result, indent=2))
 
 

@@ -12,17 +12,17 @@ import sys
 
 from . import catalog
 from .config import SETTINGS
-from .inference import Model
 
 
 def main() -> int:
     for tag in SETTINGS.models:
         try:
             entry = catalog.load(tag)
-            if SETTINGS.engine_url:
-                entry.head()
-            else:
-                Model(entry, ("CPUExecutionProvider",), 1, False)
+            entry.head()
+            if not SETTINGS.engine_url:
+                from .engine.sessions import Sessions  # onnxruntime: only where the model runs in this process
+
+                Sessions(entry, ("CPUExecutionProvider",), 1, False)
         except Exception as exc:
             print(f"error: model {tag} cannot be served: {exc}", file=sys.stderr)
             return 1

@@ -1,10 +1,10 @@
-"""Service settings from environment variables; every default is documented in the README."""
+"""Service settings from environment variables; every default is documented in the README.
+
+It imports nothing of the service: every layer may read it.
+"""
 
 import os
 from dataclasses import dataclass, field
-
-from . import guard
-from .preprocess import Limits
 
 
 def _env(name: str, default: str) -> str:
@@ -48,22 +48,6 @@ class Settings:
     engine_token: str = field(default_factory=lambda: _env("ENGINE_TOKEN", ""))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
-
-    def guard_limits(self) -> guard.Limits:
-        """What one request may cost a front worker (the Guard's limits)."""
-        return guard.Limits(
-            max_body_bytes=self.max_body_bytes,
-            max_concurrency=self.max_concurrency,
-            max_uploads=self.max_uploads,
-            body_timeout_s=self.body_timeout_s,
-            timeout_s=self.timeout_s,
-            max_headers=self.max_headers,
-            max_header_bytes=self.max_header_bytes,
-        )
-
-    def limits(self, min_side: int) -> Limits:
-        """The image limits for a model whose smallest valid side is ``min_side``."""
-        return Limits(self.max_pixels, self.max_aspect, min_side)
 
 
 SETTINGS = Settings()

@@ -1,176 +1,94 @@
-"""The public HTTP API: decode and validate images, run the model, label the answers.
+"""The public service, wired into BentoML: ``bentoml serve service.service:Classifier``.
 
-Serve with ``bentoml serve service.service:Classifier``. The model runs in this process (the CPU
-default: no hop, no serialisation) unless RESNET_ENGINE_URL names an engine server
-(``python -m service.engine_server``), which the front then calls over the Open Inference Protocol.
+The model runs in this process (the CPU default: no hop) unless RESNET_ENGINE_URL names an engine
+server (``python -m service.engine.server``), which the front then calls over the Open Inference
+Protocol; onnxruntime is then never imported here. Each API is declared for BentoML (its OpenAPI
+schema and clients) and served by the Guard's multipart fast path (service/http/).
 """
 
-import asyncio
 import logging
-import time
 from pathlib import Path
 
 import bentoml
-import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from contract.metadata import POLICIES
-
-from . import catalog, connections, routes
-from .config import SETTINGS
-from .decoders import jpeg_decoder
-from .engine import Engine
-from .errors import ApiError, EngineUnavailable
-from .guard import Guard
-from .inference import Item
-from .metrics import PREPROCESS_SECONDS, REQUESTS
-from .preprocess import Prepared, prepare
-from .protocol import ImageModel, Protocol, Reply, TensorModel
-from .remote import RemoteEngine
-from .render import cam, normalise, overlay_png, peak
-from .routes import Upload
-from .schemas import BatchClassification, Classification, Embedding, Explanation, Prediction, Timing
+from . import catalog
+from .classifier.front import Front
+from .classifier.image_model import ImageModel
+from .classifier.schemas import BatchClassification, Classification, Embedding, Explanation
+from .config import SETTINGS, Settings
+from .errors import Reply
+from .http.guard import Guard, RequestLimits
+from .http.internals import cors_options, install_header_deadlines
+from .http.routes import Multipart
+from .imaging.decoders import jpeg_decoder
+from .protocol.client import RemoteEngine
+from .protocol.server import Router, Servable, TensorModel
+from .protocol.tensors import Engine
 
 log = logging.getLogger("resnet.front")
-connections.install(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
 EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans unless RESNET_TRACING=1
+FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from memory
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits.astype(np.float64) - logits.max())
-    return z / z.sum()
+def make_engine(settings: Settings, models: list[str]) -> Engine:
+    """The engine in this process, or the client of the one at RESNET_ENGINE_URL."""
+    if settings.engine_url:
+        log.warning("front: the engine is remote, at %s", settings.engine_url)
+        return RemoteEngine(settings.engine_url, settings.engine_token, settings.timeout_s, models)
+    from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
-
-def _timing(result: dict, pre_ms: float, inf_ms: float) -> Timing:
-    return Timing(preprocess_ms=pre_ms, inference_ms=inf_ms, model_ms=result["infer_ms"], batch_size=result["batch"])
+    return LocalEngine(settings)
 
 
 class Classifier:
-    """Front service: decoding, validation and labels; the engine batches across every client."""
+    """Front service: decoding, validation and labels (classifier/); the engine batches across every client."""
 
     def __init__(self) -> None:
-        self.entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}
-        self.heads = {name: e.head()[0] for name, e in self.entries.items()}
-        self.default = next(iter(self.entries))
-        if SETTINGS.engine_url:
-            url, token = SETTINGS.engine_url, SETTINGS.engine_token
-            self.engine = RemoteEngine(url, token, SETTINGS.timeout_s, list(self.entries))
-            log.warning("front: the engine is remote, at %s", SETTINGS.engine_url)
-        else:
-            self.engine = Engine(SETTINGS)
-        self.protocol = Protocol("resnet-serve", self._protocol_models(), log)
-        self.jpeg = jpeg_decoder(SETTINGS.decoder)
-        self._ready = False
+        entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}
+        self.engine = make_engine(SETTINGS, list(entries))
+        self.front = Front(entries, self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
+        models: dict[str, Servable] = {}
+        for name, e in entries.items():  # each model's raw graph, and an image model beside it
+            models[name] = TensorModel(name, e.meta, self.engine, SETTINGS.max_pixels)
+            models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.front)
+        self.router = Router("resnet-serve", models, self.engine.ready)
 
-    def _protocol_models(self) -> dict:
-        """The Open Inference Protocol's view: each model's raw graph, and an image model beside it."""
-        models: dict = {}
-        for name, e in self.entries.items():
-            provider = self.engine.models[name].provider if isinstance(self.engine, Engine) else "remote"
-            models[name] = TensorModel(name, e.meta, self.engine, provider, SETTINGS.max_pixels)
-            models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.probabilities, SETTINGS.max_images)
-        return models
+    @bentoml.on_startup
+    def arm_header_deadlines(self) -> None:
+        """uvicorn's connections get header deadlines before the worker accepts one (service/http/internals.py)."""
+        install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
 
     async def __is_ready__(self) -> bool:
-        """Ready once the engine is: in process, after every model and shape bucket is warm; remote, once it
-        says each model is ready (first success cached: a remote engine gone later gets 503 per request)."""
-        self._ready = self._ready or await self.engine.ready()
-        return self._ready
+        """Ready while the engine is: in process, once every model and shape bucket is warm; remote, while it
+        answers that each model is ready."""
+        return await self.engine.ready()
 
     @bentoml.on_shutdown
     async def close(self) -> None:
         await self.engine.close()
 
-    # -- request handling shared by every route -------------------------------------------------
-
-    def _resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[catalog.Entry, str]:
-        name = model or self.default
-        if name not in self.entries:
-            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}")
-        entry = self.entries[name]
-        policy = policy or entry.meta.preprocessing.policy
-        if policy not in POLICIES:
-            raise ApiError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
-        k = entry.meta.num_classes
-        if top_k is not None and not 1 <= top_k <= k:
-            raise ApiError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
-        return entry, policy
-
-    async def _prepare(self, entry: catalog.Entry, policy: str, image: Path) -> tuple[Prepared, float]:
-        limits = SETTINGS.limits(entry.meta.min_input_size)
-        t = time.perf_counter()
-        loop, pre = asyncio.get_running_loop(), entry.meta.preprocessing
-        prepared = await loop.run_in_executor(None, prepare, image.read_bytes(), policy, pre, limits, self.jpeg)
-        seconds = time.perf_counter() - t
-        PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
-        h, w = prepared.pixels.shape[:2]
-        REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
-        return prepared, seconds * 1e3
-
-    async def _infer(self, items: list[Item]) -> tuple[list[dict], float]:
-        t = time.perf_counter()
-        try:
-            results = await self.engine.infer(items)
-        except EngineUnavailable as exc:
-            log.warning("engine refused %d image(s): %s", len(items), exc)
-            detail = "the inference engine is at capacity or restarting; retry shortly"
-            raise ApiError(503, "overloaded", detail) from None
-        return results, (time.perf_counter() - t) * 1e3
-
-    def _classification(self, entry, policy, prepared: Prepared, result, pre_ms, inf_ms, top_k) -> dict:
-        probs = softmax(result["logits"])
-        order = np.argsort(-probs)[:top_k]
-        labels = entry.meta.labels
-        h, w = prepared.pixels.shape[:2]
-        return dict(
-            model=entry.name,
-            policy=policy,
-            predictions=[Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order],
-            original_size=prepared.original,
-            inferred_size=(w, h),
-            timing=_timing(result, pre_ms, inf_ms),
-        )
-
-    async def _predict(self, images, top_k, model, policy):
-        """(entry, policy, [(prepared, preprocess ms)], engine results, inference ms) for images of one model."""
-        entry, policy = self._resolve(model, policy, top_k)
-        prepared = await asyncio.gather(*(self._prepare(entry, policy, img) for img in images))
-        results, inf_ms = await self._infer([Item(entry.name, p.pixels) for p, _ in prepared])
-        return entry, policy, prepared, results, inf_ms
-
-    async def probabilities(self, model: str, policy: str | None, top_k: int, images: list[bytes]):
-        """(policy used, class probabilities [N, K]) for encoded images: the Open Inference Protocol's image models."""
-        _, policy, _, results, _ = await self._predict([Upload(b) for b in images], top_k, model, policy)
-        return policy, np.stack([softmax(r["logits"]) for r in results])
-
-    async def _classify_many(self, images, top_k, model, policy) -> list[Classification]:
-        entry, policy, prepared, results, inf_ms = await self._predict(images, top_k, model, policy)
-        return [
-            Classification(**self._classification(entry, policy, p, r, ms, inf_ms, top_k))
-            for (p, ms), r in zip(prepared, results, strict=True)
-        ]
-
-    # -- routes: served by the Guard's fast path (routes.py), declared here for BentoML's schema ----
-
     @bentoml.api
+    @FAST
     async def classify(
         self, image: Path, top_k: int = 5, model: str | None = None, policy: str | None = None
     ) -> Classification:
         """Labelled top-k for one image of any size."""
-        return (await self._classify_many([image], top_k, model, policy))[0]
+        return (await self.front.classify([image.read_bytes()], top_k, model, policy))[0]
 
     @bentoml.api
+    @FAST
     async def classify_batch(
         self, images: list[Path], top_k: int = 5, model: str | None = None, policy: str | None = None
     ) -> BatchClassification:
         """One result per image, in order."""
-        if not 1 <= len(images) <= SETTINGS.max_images:
-            raise ApiError(400, "bad_batch", f"send 1 to {SETTINGS.max_images} images, got {len(images)}")
-        return BatchClassification(results=await self._classify_many(images, top_k, model, policy))
+        results = await self.front.classify([i.read_bytes() for i in images], top_k, model, policy)
+        return BatchClassification(results=results)
 
     @bentoml.api
+    @FAST
     async def explain(
         self,
         image: Path,
@@ -181,52 +99,21 @@ class Classifier:
         policy: str | None = None,
     ) -> Explanation:
         """Class activation map (Zhou et al., 2016) from the same forward pass as the prediction."""
-        entry, policy = self._resolve(model, policy, top_k)
-        k = entry.meta.num_classes
-        if class_index is not None and not 0 <= class_index < k:
-            raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
-        prepared, pre_ms = await self._prepare(entry, policy, image)
-        (result,), inf_ms = await self._infer([Item(entry.name, prepared.pixels, ("logits", "features"))])
-        cls = int(result["logits"].argmax()) if class_index is None else class_index
-        cam01 = normalise(cam(self.heads[entry.name][cls], result["features"]))
-        h, w = prepared.pixels.shape[:2]
-        x, y = peak(cam01)
-        x, y = x * w / cam01.shape[1], y * h / cam01.shape[0]
-        return Explanation(
-            **self._classification(entry, policy, prepared, result, pre_ms, inf_ms, top_k),
-            class_index=cls,
-            class_label=entry.meta.labels[cls],
-            peak=prepared.to_original(x, y),
-            heatmap_png=overlay_png(prepared.pixels, cam01),
-            cam=cam01.round(4).tolist() if include_map else None,
-        )
+        return await self.front.explain(image.read_bytes(), class_index, include_map, top_k, model, policy)
 
     @bentoml.api
+    @FAST
     async def embed(
         self, image: Path, normalize: bool = True, model: str | None = None, policy: str | None = None
     ) -> Embedding:
         """The pooled feature vector (the input of the linear head)."""
-        entry, policy = self._resolve(model, policy, None)
-        prepared, pre_ms = await self._prepare(entry, policy, image)
-        (result,), inf_ms = await self._infer([Item(entry.name, prepared.pixels, ("logits", "embedding"))])
-        vec = result["embedding"].astype(np.float64)
-        if normalize:
-            vec = vec / max(np.linalg.norm(vec), 1e-12)
-        return Embedding(model=entry.name, dim=len(vec), normalized=normalize, embedding=vec.tolist(),
-                         timing=_timing(result, pre_ms, inf_ms))  # fmt: skip
+        return await self.front.embed(image.read_bytes(), normalize, model, policy)
 
     @bentoml.api(route="/models")
     async def models(self) -> list[dict]:
         """Each loaded model's metadata, its parity report, and the provider it runs on."""
-        providers = await self.engine.providers()
-        return [
-            {**e.meta.model_dump(mode="json"), "tag": e.tag, "provider": providers.get(name)}
-            for name, e in self.entries.items()
-        ]
+        return await self.front.models()
 
-
-for _i, _tag in enumerate(SETTINGS.models):  # referenced so that `bentoml build` packs each model
-    setattr(Classifier, f"model_{_i}", bentoml.models.BentoModel(_tag))
 
 Classifier = bentoml.service(
     name="resnet-classifier",
@@ -237,22 +124,37 @@ Classifier = bentoml.service(
     logging={"access": {"enabled": SETTINGS.access_log}},  # per-request layers off the hot path unless asked for
     tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
 )(Classifier)
+Classifier.models.extend(bentoml.models.BentoModel(tag) for tag in SETTINGS.models)  # packed by `bentoml build`
 
 
 async def _v2(method: str, path: str, header_length: str | None, body: bytes) -> Reply:
-    return await bentoml.get_current_service().protocol(method, path, header_length, body)
+    return await bentoml.get_current_service().router(method, path, header_length, body)
 
 
 async def _get_models(request) -> JSONResponse:
-    return JSONResponse(await bentoml.get_current_service().models())
+    return JSONResponse(await bentoml.get_current_service().front.models())
 
 
 async def _ui(request) -> FileResponse:
     return FileResponse(Path(__file__).with_name("static") / "ui.html", media_type="text/html")
 
 
+def guarded(app) -> Guard:
+    """The Guard around BentoML's app, built in the worker, once BentoML's configuration (CORS) is loaded."""
+    s = SETTINGS
+    limits = RequestLimits(
+        max_body_bytes=s.max_body_bytes,
+        max_concurrency=s.max_concurrency,
+        max_uploads=s.max_uploads,
+        body_timeout_s=s.body_timeout_s,
+        timeout_s=s.timeout_s,
+        max_headers=s.max_headers,
+        max_header_bytes=s.max_header_bytes,
+    )
+    return Guard(app, limits, s.api_token, FAST.routes, _v2, cors_options())
+
+
 # GET /models (the POST route above is BentoML's convention; people also expect a plain GET) and /ui.
 _pages = Starlette(routes=[Route("/models", _get_models, methods=["GET"]), Route("/ui", _ui, methods=["GET"])])
 Classifier.mount_asgi_app(_pages, path="/")
-Classifier.add_asgi_middleware(Guard, limits=SETTINGS.guard_limits(), token=SETTINGS.api_token,
-                               routes=routes.multipart_routes(Classifier), v2=_v2)  # fmt: skip
+Classifier.add_asgi_middleware(guarded)

@@ -35,9 +35,9 @@ def url(tmp_path_factory):
 
 
 @contextmanager
-def split_servers(root: Path):
-    """The engine server (token required) and a front calling it, as on two hosts; the front's model
-    store holds no ONNX file, since only the engine needs one."""
+def split_servers(root: Path, engine_env: dict | None = None):
+    """The engine server (token required, ``engine_env`` added to its settings) and a front calling it, as on
+    two hosts; the front's model store holds no ONNX file, since only the engine needs one."""
     from loadtest.server import serve as serve_command
     from tests.server import DEFAULT, import_models, serve
 
@@ -47,8 +47,8 @@ def split_servers(root: Path):
     for onnx in front_home.rglob("model.onnx"):
         onnx.unlink()
     models, token = "shapes-resnet10:latest,shapes-resnet10-int8:latest", "engine-secret-for-tests"
-    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": models, "RESNET_ENGINE_TOKEN": token}
-    command = [sys.executable, "-m", "service.engine_server", "--host", "127.0.0.1"]
+    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": models, "RESNET_ENGINE_TOKEN": token, **(engine_env or {})}
+    command = [sys.executable, "-m", "service.engine.server", "--host", "127.0.0.1"]
     engine_log = home / "engine.log"
     with serve_command("engine", env, engine_log, command=command, ready_path="/v2/health/ready") as engine:
         front_env = {"RESNET_MODELS": models, "RESNET_ENGINE_URL": engine, "RESNET_ENGINE_TOKEN": token}

@@ -6,8 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, QueueTimeout
-from service.inference import OUTPUTS, Model, batch_sizes
+from service.engine.batcher import Batcher, QueueTimeout
+from service.engine.sessions import Sessions, batch_sizes
+from service.protocol.tensors import OUTPUTS
 from tests.test_default_model import entry
 
 
@@ -114,8 +115,8 @@ class Spy:
 def test_fixed_batch_sessions_pad_to_a_power_of_two_and_answer_the_same():
     """The GPU path (one session per batch size), forced on CPU: padding changes nothing but the session used."""
     assert batch_sizes(1) == [1] and batch_sizes(32) == [1, 2, 4, 8, 16, 32] and batch_sizes(20)[-1] == 32
-    plain = Model(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False)
-    fixed = Model(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False, max_batch=8, fixed_batches=True)
+    plain = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False)
+    fixed = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 2, False, max_batch=8, fixed_batches=True)
     assert list(fixed.sessions) == [1, 2, 4, 8] and plain.sessions == {}
     fixed.sessions = {n: Spy(s) for n, s in fixed.sessions.items()}
     rng = np.random.default_rng(0)

@@ -13,11 +13,13 @@ from models.shapes import BANDS, CLASSES, sample, sample_in_band
 from models.train_shapes import TrainConfig, normalise, to_bucket, train
 from service import catalog
 from service.catalog import Entry
-from service.inference import OUTPUTS, Item, Model, Runner
-from service.preprocess import Limits, prepare
-from service.render import cam as class_map
-from service.render import normalise as normalise_cam
-from service.render import peak
+from service.classifier.heatmap import cam as class_map
+from service.classifier.heatmap import normalise as normalise_cam
+from service.classifier.heatmap import peak
+from service.engine.runner import Runner
+from service.engine.sessions import Sessions
+from service.imaging.preprocess import ImageLimits, prepare
+from service.protocol.tensors import OUTPUTS, Item
 from tests.conftest import ROOT
 
 FOLDER = ROOT / "default_model"
@@ -37,9 +39,9 @@ def test_set() -> list:
 
 
 @pytest.fixture(scope="module")
-def onnx_models() -> dict[str, Model]:
+def onnx_models() -> dict[str, Sessions]:
     return {
-        n: Model(entry(n), ("CPUExecutionProvider",), 2, False) for n in ("shapes-resnet10", "shapes-resnet10-int8")
+        n: Sessions(entry(n), ("CPUExecutionProvider",), 2, False) for n in ("shapes-resnet10", "shapes-resnet10-int8")
     }
 
 
@@ -84,19 +86,20 @@ def test_torch_accuracy_in_every_size_band(test_set) -> None:
 
 def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
     pre = onnx_models["shapes-resnet10"].meta.preprocessing
-    limits = Limits(max_pixels=40_000_000, max_aspect=20, min_side=16)
+    limits = ImageLimits(max_pixels=40_000_000, max_aspect=20, min_side=16)
     prepared = [prepare(bmp(s.image), "full", pre, limits) for _, s in test_set]
     runner = Runner(onnx_models)
     fp32 = runner([Item("shapes-resnet10", p.pixels, ("logits", "features")) for p in prepared])
     int8 = runner([Item("shapes-resnet10-int8", p.pixels) for p in prepared])
     head = onnx_models["shapes-resnet10"].entry.head()[0]
-    top_fp32 = [int(r["logits"].argmax()) for r in fp32]
-    top_int8 = [int(r["logits"].argmax()) for r in int8]
+    top_fp32 = [int(r.outputs["logits"].argmax()) for r in fp32]
+    top_int8 = [int(r.outputs["logits"].argmax()) for r in int8]
     check(accuracy_by_band(top_fp32, test_set))
     assert np.mean(np.equal(top_fp32, top_int8)) >= 0.99, "int8 agrees with fp32 on ≥ 99 % of images"
     hits = []
     for (_, s), p, r in zip(test_set, prepared, fp32, strict=True):
-        cam = normalise_cam(class_map(head[int(r["logits"].argmax())], r["features"]))
+        out = r.outputs
+        cam = normalise_cam(class_map(head[int(out["logits"].argmax())], out["features"]))
         x, y = peak(cam)
         px, py = p.to_original(x * p.pixels.shape[1] / cam.shape[1], y * p.pixels.shape[0] / cam.shape[0])
         hits.append(s.box[0] <= px < s.box[2] and s.box[1] <= py < s.box[3])
@@ -109,7 +112,7 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
                       name="shapes-resnet10", parity_shapes=[(1, 112, 112), (2, 112, 224)],
                       output=tmp_path, to_store=False)  # fmt: skip
     (folder,) = run(spec)
-    fresh = Model(
+    fresh = Sessions(
         catalog.read("fresh", folder),
         ("CPUExecutionProvider",),
         2,

@@ -43,7 +43,7 @@ def test_manifests_fit_together() -> None:
         assert container["ports"][0]["containerPort"] == 3000
         pods[role] = (pod, container)
     engine_cmd, front_cmd = (pods[role][1]["command"] for role in ("engine", "front"))
-    assert engine_cmd[:3] == ["python", "-m", "service.engine_server"] and "0.0.0.0" in engine_cmd
+    assert engine_cmd[:3] == ["python", "-m", "service.engine.server"] and "0.0.0.0" in engine_cmd
     assert front_cmd[:3] == ["bentoml", "serve", "service.service:Classifier"], "BentoML's own CLI"
     env = {role: {e["name"]: e for e in pods[role][1]["env"]} for role in pods}
     secrets = {role: env[role]["RESNET_ENGINE_TOKEN"]["valueFrom"]["secretKeyRef"] for role in pods}

@@ -1,6 +1,7 @@
 """The engine alone as an Open Inference Protocol tensor server: tritonclient calls it, a front on another
 "host" classifies through it, and it refuses what it should, before reading what it need not."""
 
+import collections
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -17,7 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.server import serve as serve_command
 from service import catalog
-from service.inference import OUTPUTS, Model
+from service.engine.sessions import Sessions
+from service.protocol.tensors import OUTPUTS
 from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
 from tests.test_wire import probe_every_socket
@@ -48,7 +51,7 @@ def test_tritonclient_health_metadata_and_inference(split) -> None:
     assert [o["name"] for o in meta["outputs"]] == list(OUTPUTS)
     x = pixels(3, 112, 176)
     entry = catalog.read("ref", DEFAULT)
-    local = Model(entry, ("CPUExecutionProvider",), 1, False).run(x, list(OUTPUTS))
+    local = Sessions(entry, ("CPUExecutionProvider",), 1, False).run(x, list(OUTPUTS))
     for binary in (True, False):
         tensor = triton.InferInput("pixels", list(x.shape), "UINT8")
         tensor.set_data_from_numpy(x, binary_data=binary)
@@ -138,7 +141,7 @@ def test_front_classifies_through_the_remote_engine(split) -> None:
 
 def test_engine_refuses_to_listen_beyond_loopback_without_a_token(split) -> None:
     env = {k: v for k, v in split["env"].items() if k != "RESNET_ENGINE_TOKEN"}
-    command = [sys.executable, "-m", "service.engine_server", "--host", "0.0.0.0", "--port", "1"]
+    command = [sys.executable, "-m", "service.engine.server", "--host", "0.0.0.0", "--port", "1"]
     run = subprocess.run(command, cwd=ROOT, env={**os.environ, **env, "RESNET_ENGINE_TOKEN": ""},
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 2 and "RESNET_ENGINE_TOKEN" in run.stderr
@@ -160,8 +163,37 @@ def test_engine_gone_means_503_then_answers_again_when_it_is_back(tmp_path) -> N
         assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
         assert time.monotonic() - t < 5, "refused at once, not after a timeout"
         assert httpx.get(f"{front}/models", timeout=30).json()[0]["provider"] == "engine unreachable"
+        assert not_ready(front), "the probes follow the engine: traffic goes elsewhere"
         port = int(engine.rsplit(":", 1)[1])
         with serve_command("engine again", own["env"], tmp_path / "engine2.log", command=own["command"],
                            ready_path="/v2/health/ready", port=port):  # fmt: skip
+            assert ready(front)
             r = httpx.post(f"{front}/classify", files=image, timeout=30)
             assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
+
+
+def ready(front: str) -> bool:
+    """Both of the front's readiness probes (BentoML's and the protocol's) say ready."""
+    statuses = {httpx.get(f"{front}{path}", timeout=30).status_code for path in ("/readyz", "/v2/health/ready")}
+    return statuses == {200}
+
+
+def not_ready(front: str) -> bool:
+    codes = [httpx.get(f"{front}{path}", timeout=30).status_code for path in ("/readyz", "/v2/health/ready")]
+    return all(code >= 400 for code in codes)
+
+
+def test_an_engine_at_its_limit_is_a_503_at_the_front_never_a_500(tmp_path) -> None:
+    with split_servers(tmp_path, engine_env={"RESNET_MAX_CONCURRENCY": "2"}) as own:
+        assert ready(own["front"])
+
+        def one(_: int) -> httpx.Response:
+            files = {"image": ("star.png", STAR, "image/png")}
+            return httpx.post(f"{own['front']}/classify", files=files, timeout=60)
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(one, range(160)))
+    statuses = collections.Counter(a.status_code for a in answers)
+    assert set(statuses) <= {200, 503} and statuses[200], statuses
+    refused = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "1" and a.json()["error"] == "overloaded" for a in refused)

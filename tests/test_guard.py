@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from service.guard import Guard, Limits
-from service.protocol import Reply
+from service.errors import Reply
+from service.http.guard import Guard, RequestLimits
 
 
 async def _echo(request):
@@ -18,7 +18,8 @@ async def _echo(request):
 
 
 def app(token: str = "", **limits) -> Guard:
-    return Guard(Starlette(routes=[Route("/{path:path}", _echo, methods=["GET", "POST"])]), Limits(**limits), token)
+    echo = Starlette(routes=[Route("/{path:path}", _echo, methods=["GET", "POST"])])
+    return Guard(echo, RequestLimits(**limits), token)
 
 
 def call(asgi, method: str, path: str, **kw) -> httpx.Response:
@@ -67,7 +68,7 @@ def test_v2_routes_need_the_token_but_their_health_does_not() -> None:
         seen.append((method, path, body))
         return Reply(200, b'{"ok": true}')
 
-    guarded = Guard(Starlette(), Limits(max_body_bytes=10**6), token="s3cret", v2=v2)
+    guarded = Guard(Starlette(), RequestLimits(max_body_bytes=10**6), token="s3cret", v2=v2)
     assert call(guarded, "GET", "/v2/health/ready").status_code == 200
     assert call(guarded, "POST", "/v2/models/m/infer", content=b"{}").status_code == 401
     ok = call(guarded, "POST", "/v2/models/m/infer", content=b"{}", headers={"Authorization": "Bearer s3cret"})
@@ -93,6 +94,30 @@ async def _slow(request):
 
 
 def test_a_request_not_answered_in_time_gets_504_json() -> None:
-    guarded = Guard(Starlette(routes=[Route("/slow", _slow, methods=["POST"])]), Limits(10**6, timeout_s=0.2))
+    guarded = Guard(Starlette(routes=[Route("/slow", _slow, methods=["POST"])]), RequestLimits(10**6, timeout_s=0.2))
     r = call(guarded, "POST", "/slow", json={})
     assert r.status_code == 504 and r.json()["error"] == "timeout" and "0.2 s" in r.json()["detail"]
+
+
+CORS_OPTIONS = {"allow_origins": ["https://demo.example"], "allow_methods": ["POST"], "allow_headers": ["*"]}
+
+
+@pytest.mark.parametrize("cors", [True, False])
+@pytest.mark.parametrize("token", ["s3cret", ""])
+def test_cors_headers_on_the_guards_own_answers_and_preflights_without_a_token(cors: bool, token: str) -> None:
+    """BentoML's CORS middleware sits inside the Guard (stood in for by Starlette's here): preflights pass
+    to it without a token; the Guard's own answers (fast routes, refusals) carry the same headers."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    inner = Starlette(routes=[Route("/{path:path}", _echo, methods=["GET", "POST"])])
+    inner = CORSMiddleware(inner, **CORS_OPTIONS) if cors else inner
+    guarded = Guard(inner, RequestLimits(max_body_bytes=100), token, cors=CORS_OPTIONS if cors else None)
+    origin = {"Origin": "https://demo.example"}
+    asks = {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    pre = call(guarded, "OPTIONS", "/classify", headers=asks)
+    assert pre.status_code != 401 and (pre.headers.get("access-control-allow-origin") == origin["Origin"]) == cors
+    refused = call(guarded, "POST", "/classify", headers=origin, content=b"x" * 200)  # 401 or 413: the Guard's
+    assert refused.status_code in (401, 413)
+    assert (refused.headers.get("access-control-allow-origin") == origin["Origin"]) == cors
+    passed = call(guarded, "POST", "/other", headers={**origin, "Authorization": f"Bearer {token}"}, content=b"x")
+    assert passed.status_code == 200 and passed.headers.get("vary") == ("Origin" if cors else None), "one layer"

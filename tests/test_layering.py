@@ -1,6 +1,10 @@
-"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain."""
+"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain;
+inside service/, each subpackage imports only the layers below it, and only the engine imports onnxruntime."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,60 @@ def test_import_direction(package: str) -> None:
         if imported_roots(f) & FORBIDDEN[package]
     }
     assert not bad, bad
+
+
+# Inside service/: what each part may import of the others (the wiring modules service, check and bench: any).
+LAYERS = {
+    "config": set(),
+    "errors": set(),
+    "catalog": set(),
+    "metrics": set(),
+    "http": {"errors"},
+    "imaging": {"errors", "config"},
+    "protocol": {"errors", "http"},
+    "engine": {"errors", "config", "catalog", "metrics", "http", "protocol"},
+    "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol"},
+}
+THIRD_PARTY = {"onnxruntime": {"engine", "bench", "check"}, "numpy": set(LAYERS) - {"http", "config", "errors"}}
+
+
+def service_imports(path: Path) -> set[str]:
+    """The parts of service/ (subpackages or top-level modules) that a module imports, relative imports resolved."""
+    package = path.relative_to(ROOT / "service").parts[:-1]  # the module's folders inside service/
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = (*base, *node.module.split(".")) if node.module else base
+            found |= {target[0]} if target else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("service."):
+            found.add(node.module.split(".")[1])
+    return found - {part_of(path)}
+
+
+def part_of(path: Path) -> str:
+    return path.relative_to(ROOT / "service").parts[0].removesuffix(".py")
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "service").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_service_layers_point_one_way(module: Path) -> None:
+    part = part_of(module)
+    if part not in LAYERS:
+        return  # the wiring: service.py, check.py, bench.py, __init__.py
+    assert service_imports(module) <= LAYERS[part], f"{part} may import only {sorted(LAYERS[part])}"
+    for package, allowed in THIRD_PARTY.items():
+        assert package not in imported_roots(module) or part in allowed, f"{part} imports {package}"
+
+
+def test_a_front_with_a_remote_engine_never_imports_onnxruntime() -> None:
+    code = "import sys, service.service; print(sorted(m for m in sys.modules if m.startswith('onnxruntime')))"
+    env = {**os.environ, "RESNET_ENGINE_URL": "http://127.0.0.1:9"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_config_imports_nothing_of_the_service() -> None:
+    assert not service_imports(ROOT / "service" / "config.py")
 
 
 def test_checker_catches_a_torch_import(tmp_path) -> None:

@@ -8,11 +8,11 @@ from PIL import Image
 
 from contract import Crop, Full, Preprocessing
 from service.errors import ApiError
-from service.preprocess import Limits, prepare
+from service.imaging.preprocess import ImageLimits, prepare
 
 PRE = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, policy="full", crop=Crop(resize=146, size=128),
                     full=Full(short_side=128, max_long_side=384))  # fmt: skip
-LIMITS = Limits(max_pixels=10_000_000, max_aspect=20, min_side=16)
+LIMITS = ImageLimits(max_pixels=10_000_000, max_aspect=20, min_side=16)
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -99,7 +99,7 @@ def test_large_jpeg_uses_draft_mode(photo) -> None:
 def test_bad_input_is_a_client_error(data, status, error) -> None:
     with pytest.raises(ApiError) as info:
         prepare(data, "full", PRE, LIMITS)
-    assert (info.value.status, info.value.error) == (status, error)
+    assert (info.value.status, info.value.code) == (status, error)
 
 
 def test_truncated_image_is_422(photo) -> None:

@@ -1,7 +1,8 @@
-"""Small ASGI helpers shared by the front's Guard and the engine server: bounded bodies, JSON replies, tokens."""
+"""Small ASGI helpers shared by the front's Guard and the engine server: bounded bodies, replies, tokens."""
 
 import hmac
-import json
+
+from ..errors import Reply
 
 
 class BodyTooLarge(Exception):
@@ -45,11 +46,7 @@ async def read_body(scope, receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def send_bytes(send, status: int, body: bytes, content_type: bytes, headers=()) -> None:
-    head = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_json(send, status: int, payload: object, headers=()) -> None:
-    await send_bytes(send, status, json.dumps(payload).encode(), b"application/json", headers)
+async def send_reply(send, reply: Reply) -> None:
+    head = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": head})
+    await send({"type": "http.response.body", "body": reply.body})

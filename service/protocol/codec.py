@@ -13,15 +13,31 @@ from math import prod
 
 import numpy as np
 
+from ..errors import ApiError
+
 HEADER = "inference-header-content-length"
-DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-          "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-          "FP32": np.float32, "FP64": np.float64}  # fmt: skip
+DTYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 NAMES = {np.dtype(t): name for name, t in DTYPES.items()}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ApiError):
     """A body that is not a valid inference request or response: 400 ``{"error": ...}``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "bad_request", message)
 
 
 def bytes_array(values: list) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Dynamic batching as Triton does it: whenever the model is free, run everything queued, up to a cap.
 
 BentoML's adaptive dispatcher holds requests back to fill batches, for as long as the average of
-past queue waits; after a burst that average feeds on itself (on an H200 a lone request then waited
-~120 ms for a 1.5 ms model call). Here nothing waits on purpose: a batch is whatever arrived while
+past queue waits; after a burst that average feeds on itself, and a lone request waits many times
+its model call. Here nothing waits on purpose: a batch is whatever arrived while
 the previous one ran, and a request still queued after ``budget_s`` is refused at that moment,
 never run late.
 """
@@ -12,11 +12,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import EngineUnavailable
+from ..errors import EngineUnavailable
 
 
 class QueueTimeout(EngineUnavailable):
-    """A request waited longer than the queue budget: the caller answers 503."""
+    """A request waited longer than the queue budget: 503."""
 
 
 class Batcher:

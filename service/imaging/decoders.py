@@ -37,6 +37,7 @@ def jpeg_decoder(name: str) -> Decode | None:
     try:
         return nvimgcodec()
     except Exception as exc:  # not installed, no CUDA device, no driver: Pillow still works
-        log.warning("!!! RESNET_DECODER=nvimgcodec unavailable (%s: %s): decoding JPEG with Pillow !!!",
-                    type(exc).__name__, exc)  # fmt: skip
+        log.warning(
+            "!!! RESNET_DECODER=nvimgcodec unavailable (%s: %s): decoding JPEG with Pillow !!!", type(exc).__name__, exc
+        )
         return None

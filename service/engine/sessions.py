@@ -1,23 +1,16 @@
-"""onnxruntime sessions for the loaded models: batches grouped by shape, one call per group."""
+"""onnxruntime sessions for one loaded model, checked against its metadata and warmed at every shape bucket."""
 
 import logging
-import time
-from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
 
 from contract import ModelMetadata
 
-from .catalog import Entry
+from ..catalog import Entry
 
 log = logging.getLogger("resnet.engine")
 CUDA = "CUDAExecutionProvider"
-
-
-OUTPUTS = ("logits", "embedding", "features")
 
 
 def make_session(
@@ -26,11 +19,8 @@ def make_session(
     """A session on the first available provider of ``providers``; loud about any fallback.
 
     Intra-op threads do not spin between calls unless asked: with a small model and many small
-    calls, spinning burned ~2–3 CPU-ms per request on 2 cores for no gain in latency.
-
-    On CUDA, TF32 is off unless asked for: with it, ResNet-50 fp32 logits moved by 1.6e-2 of their
-    range on an H200 (2.1e-5 without), beyond the 1e-3 an fp32 export is checked to. The fp16
-    model is the fast path, and faster than fp32 with TF32 there (docs/gpu_check.json).
+    calls, spinning costs CPU per request for no gain in latency (BENCHMARKS.md). On CUDA, TF32 is
+    off unless asked for: it moves fp32 logits beyond the tolerance an fp32 export is checked to.
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -88,13 +78,13 @@ def batch_sizes(max_batch: int) -> list[int]:
     return sizes
 
 
-class Model:
-    """One loaded model: its sessions, metadata and linear head (for class activation maps).
+class Sessions:
+    """One loaded model's onnxruntime sessions, checked against its metadata.
 
-    onnxruntime's CUDA convolutions re-plan whenever a session's input shape changes: on an H200,
-    ResNet-50 calls whose batch size varied call to call took 101 ms instead of 2.0 ms. So on CUDA
-    (``fixed_batches``) there is one session per power-of-two batch size, and a batch is padded to
-    the next one; each session then sees one batch size (and, under ``crop``, one image size).
+    onnxruntime's CUDA convolutions re-plan whenever a session's input shape changes, at many times
+    the cost of a call. So on CUDA (``fixed_batches``) there is one session per power-of-two batch
+    size, and a batch is padded to the next one; each session then sees one batch size (and, under
+    ``crop``, one image size).
     """
 
     def __init__(
@@ -118,8 +108,13 @@ class Model:
             n: make_session(path, providers, threads, require_gpu, tf32, spinning) if n > 1 else self.session
             for n in (batch_sizes(max_batch) if fixed else [])
         }
-        log.warning("model %s (%s) on %s, %d session(s)", entry.tag, self.meta.precision, self.provider,
-                    max(1, len(self.sessions)))  # fmt: skip
+        log.warning(
+            "model %s (%s) on %s, %d session(s)",
+            entry.tag,
+            self.meta.precision,
+            self.provider,
+            max(1, len(self.sessions)),
+        )
 
     def warmup(self) -> int:
         """Run every shape the policies produce once (batch 1), and each larger batch session at the crop size."""
@@ -141,49 +136,3 @@ class Model:
         padded = np.concatenate([pixels, np.zeros((size - n, *pixels.shape[1:]), np.uint8)]) if size > n else pixels
         outs = self.sessions[size].run(names, {"pixels": padded})
         return {name: out[:n] for name, out in zip(names, outs, strict=True)}
-
-
-def group(items: list, key: Callable[[Any], tuple]) -> dict[tuple, list[int]]:
-    """The indices of ``items`` by ``key``: the images one onnxruntime call (or one engine request) can take."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, item in enumerate(items):
-        groups[key(item)].append(i)
-    return groups
-
-
-class Item(NamedTuple):
-    """One image for one model, and the graph outputs wanted for it (a subset of ``OUTPUTS``)."""
-
-    model: str
-    pixels: np.ndarray  # (H, W, 3) uint8
-    outputs: tuple[str, ...] = ("logits",)
-
-
-class Runner:
-    """Runs a list of items in as few onnxruntime calls as the shapes allow, in item order.
-
-    Each result maps every wanted output name to that image's array, plus ``infer_ms`` and
-    ``batch`` of the onnxruntime call it was part of; or is the exception its group's call raised.
-    """
-
-    def __init__(self, models: dict[str, Model]) -> None:
-        self.models = models
-
-    def __call__(self, items: list[Item], on_call=None) -> list[dict | Exception]:
-        results: list[dict | Exception] = [{} for _ in items]
-        for (name, _shape), idx in group(items, lambda item: (item.model, item.pixels.shape)).items():
-            names = [o for o in OUTPUTS if any(o in items[i].outputs for i in idx)]
-            batch = np.stack([items[i].pixels for i in idx])
-            t = time.perf_counter()
-            try:
-                out = self.models[name].run(batch, names)
-            except Exception as exc:  # this group's failure is its own, not the other groups' of the batch
-                for i in idx:
-                    results[i] = exc
-                continue
-            seconds = time.perf_counter() - t
-            if on_call is not None:
-                on_call(name, len(idx), seconds)
-            for j, i in enumerate(idx):
-                results[i] = {o: out[o][j] for o in items[i].outputs} | {"infer_ms": seconds * 1e3, "batch": len(idx)}
-        return results

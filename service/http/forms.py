@@ -4,19 +4,21 @@ BentoML's own parser writes every upload to a temporary file, answers 500 to an 
 field and treats a text ``image`` field as a URL to download; this one does none of that.
 """
 
+import json
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ..errors import ApiError
+
 MAX_HEADER_BYTES = 4096  # one part header line: a 5,000-character filename is refused
 
 
-class FormError(ValueError):
-    """The body is not the form the route takes: the caller answers 400 with ``code`` and the message."""
+class FormError(ApiError):
+    """The body is not the form the route takes: 400 with ``code`` and the message."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code, self.detail = code, detail
+        super().__init__(400, code, detail)
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Fields:
 @dataclass
 class Form:
     files: dict[str, list[bytes]] = field(default_factory=dict)
-    values: dict[str, str] = field(default_factory=dict)  # the first value of each plain field
+    values: dict[str, object] = field(default_factory=dict)  # the first value of each plain field, decoded
 
 
 def _parts(body: bytes, boundary: bytes, max_parts: int) -> list[tuple[dict[bytes, bytes], bytearray]]:
@@ -74,6 +76,15 @@ def _parts(body: bytes, boundary: bytes, max_parts: int) -> list[tuple[dict[byte
     return parts
 
 
+def _value(text: str) -> object:
+    """A plain value as BentoML's own server reads it: JSON where it is JSON (its clients send every value
+    JSON-encoded), the raw string otherwise (``curl -F policy=crop``)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def parse(content_type: str, body: bytes, fields: Fields, max_parts: int = 64) -> Form:
     """The route's form from ``body``: unknown fields, text in a file field or a file in a plain field are refused."""
     need = f"multipart/form-data with a file field {' or '.join(sorted(fields.files))}"
@@ -91,7 +102,7 @@ def parse(content_type: str, body: bytes, fields: Fields, max_parts: int = 64) -
         elif name in fields.plain:
             if is_file:
                 raise FormError("bad_field", f"{name} must be a plain form value, not a file")
-            form.values.setdefault(name, data.decode("utf-8", "replace"))
+            form.values.setdefault(name, _value(data.decode("utf-8", "replace")))
         else:
             allowed = ", ".join(sorted(fields.files | fields.plain))
             raise FormError("unknown_field", f"unknown field {name[:200]}; allowed: {allowed}")

@@ -1,18 +1,19 @@
 """The inference engine: owns the accelerator and batches images across clients, by model and shape.
 
 It runs inside the front's own process (the CPU default: no hop) or alone behind the Open Inference
-Protocol (``python -m service.engine_server``), for GPU hosts and fronts on other machines.
+Protocol (``python -m service.engine.server``), for GPU hosts and fronts on other machines.
 """
 
 import logging
 import os
-from functools import partial
 
-from . import catalog
+from .. import catalog
+from ..config import Settings
+from ..metrics import BATCH_SIZE, INFERENCE_SECONDS
+from ..protocol.tensors import Item, Result
 from .batcher import Batcher
-from .config import Settings
-from .inference import Item, Model, Runner
-from .metrics import BATCH_SIZE, INFERENCE_SECONDS
+from .runner import Runner
+from .sessions import Sessions
 
 log = logging.getLogger("resnet.engine")
 
@@ -22,23 +23,35 @@ def _observe(model: str, size: int, seconds: float) -> None:
     INFERENCE_SECONDS.labels(model=model).observe(seconds)
 
 
-class Engine:
+class LocalEngine:
     """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
     def __init__(self, settings: Settings) -> None:
         threads = settings.ort_threads or os.cpu_count() or 1
         size = settings.max_batch_size if settings.batching else 1
-        self.models: dict[str, Model] = {}
+        self.models: dict[str, Sessions] = {}
         for tag in settings.models:
             entry = catalog.load(tag)
-            self.models[entry.name] = Model(entry, settings.providers, threads, settings.require_gpu, size,
-                                            tf32=settings.tf32, spinning=settings.ort_spinning)  # fmt: skip
-        self.batcher = Batcher(partial(Runner(self.models), on_call=_observe), size, settings.max_latency_ms / 1e3)
+            self.models[entry.name] = Sessions(
+                entry,
+                settings.providers,
+                threads,
+                settings.require_gpu,
+                size,
+                tf32=settings.tf32,
+                spinning=settings.ort_spinning,
+            )
+        self.batcher = Batcher(Runner(self.models, _observe), size, settings.max_latency_ms / 1e3)
         warmed = sum(m.warmup() for m in self.models.values())
-        log.warning("engine ready: %d model(s), %d shape buckets warmed, %d threads, spinning %s",
-                    len(self.models), warmed, threads, "on" if settings.ort_spinning else "off")  # fmt: skip
+        log.warning(
+            "engine ready: %d model(s), %d shape buckets warmed, %d threads, spinning %s",
+            len(self.models),
+            warmed,
+            threads,
+            "on" if settings.ort_spinning else "off",
+        )
 
-    async def infer(self, items: list[Item]) -> list[dict]:
+    async def infer(self, items: list[Item]) -> list[Result]:
         """Results in item order; raises QueueTimeout when the queue budget runs out first."""
         return await self.batcher.submit(items)
 

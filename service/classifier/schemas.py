@@ -3,6 +3,12 @@
 from pydantic import BaseModel, Field
 
 
+def _null_first(schema: dict) -> None:
+    """Optional fields list null first: BentoML's schema keeps a union's first type, and its clients decode
+    an answer by that schema (an array type would make them iterate over a null)."""
+    schema["anyOf"].sort(key=lambda alternative: alternative.get("type") != "null")
+
+
 class Prediction(BaseModel):
     label: str
     index: int
@@ -34,7 +40,9 @@ class Explanation(Classification):
     class_label: str
     peak: tuple[int, int] = Field(description="(x, y) of the map's peak region, in original image pixels")
     heatmap_png: str = Field(description="base64 PNG: the map over the image the model saw")
-    cam: list[list[float]] | None = Field(None, description="the map, min-max normalised to [0, 1]")
+    cam: list[list[float]] | None = Field(
+        None, description="the map, min-max normalised to [0, 1]", json_schema_extra=_null_first
+    )
 
 
 class Embedding(BaseModel):

@@ -12,20 +12,26 @@ from PIL import Image, ImageOps
 
 from contract.metadata import Policy, Preprocessing
 
+from ..config import Settings
+from ..errors import ApiError
 from .decoders import Decode
-from .errors import ApiError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 Image.MAX_IMAGE_PIXELS = None  # our own pixel limit applies, before decoding
 
 
 @dataclass(frozen=True)
-class Limits:
+class ImageLimits:
     """What an image may be (the settings' RESNET_MAX_PIXELS and RESNET_MAX_ASPECT, the model's minimum side)."""
 
     max_pixels: int  # decoded pixels (width × height), checked from the header
     max_aspect: float
     min_side: int
+
+    @classmethod
+    def of(cls, settings: Settings, min_side: int) -> "ImageLimits":
+        """The image limits for a model whose smallest valid side is ``min_side``."""
+        return cls(settings.max_pixels, settings.max_aspect, min_side)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Prepared:
         return int((x + self.offset[0]) * sx), int((y + self.offset[1]) * sy)
 
 
-def open_image(data: bytes, limits: Limits) -> Image.Image:
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Identify and size-check from the header, before any pixel is decoded."""
     if not data:
         raise ApiError(400, "empty_image", "the image field is empty")
@@ -78,7 +84,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def prepare(data: bytes, policy: Policy, pre: Preprocessing, limits: Limits, jpeg: Decode | None = None) -> Prepared:
+def prepare(
+    data: bytes, policy: Policy, pre: Preprocessing, limits: ImageLimits, jpeg: Decode | None = None
+) -> Prepared:
     """Bytes → upright RGB → the policy's uint8 pixels; JPEG through ``jpeg`` when given (decoders.py)."""
     img = open_image(data, limits)
     w, h = img.size

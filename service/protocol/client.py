@@ -1,7 +1,8 @@
 """The front's client for an engine elsewhere: the Open Inference Protocol with binary tensors, over HTTP.
 
-Anything that speaks the protocol can be the engine: ``python -m service.engine_server``, or Triton
-serving the same ONNX (``pixels`` in; ``logits``, ``embedding``, ``features`` out).
+Anything that speaks the protocol can be the engine: ``python -m service.engine.server``, or Triton
+serving the same ONNX (``pixels`` in; ``logits``, ``embedding``, ``features`` out). An engine at its
+limit, restarting or gone is EngineUnavailable (503 with Retry-After at the front), never a 500.
 """
 
 import asyncio
@@ -10,9 +11,12 @@ import json
 import aiohttp
 import numpy as np
 
-from . import oip
-from .errors import EngineUnavailable
-from .inference import Item, group
+from ..errors import EngineUnavailable
+from . import codec
+from .tensors import Item, Result, group
+
+BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
+READY_TIMEOUT = aiohttp.ClientTimeout(total=2)  # a probe answers quickly or counts as not ready
 
 
 class RemoteEngine:
@@ -33,7 +37,7 @@ class RemoteEngine:
         """(status, the inference header's length if given, body)."""
         try:
             async with self.session.request(method, f"{self.url}{path}", **kw) as r:
-                return r.status, r.headers.get(oip.HEADER), await r.read()
+                return r.status, r.headers.get(codec.HEADER), await r.read()
         except aiohttp.ServerDisconnectedError:
             if retry:  # a pooled connection the engine had just closed: once more on a fresh one
                 return await self._call(method, path, False, **kw)
@@ -47,34 +51,40 @@ class RemoteEngine:
         if self._session is not None:
             await self._session.close()
 
-    async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[dict]:
+    async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[Result]:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
-        body, length = oip.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
-        headers = {oip.HEADER: str(length), "Content-Type": "application/octet-stream"}
+        body, length = codec.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
+        headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
         status, length, data = await self._call("POST", f"/v2/models/{model}/infer", data=body, headers=headers)
-        if status == 503:
-            raise EngineUnavailable("the engine is over its queue budget")
+        if status in BUSY:
+            raise EngineUnavailable(f"the engine answered {status}")
         if status != 200:
             raise RuntimeError(f"engine answered {status}: {data[:300]!r}")
-        reply, tensors = oip.decode(data, length, "outputs")
+        try:
+            reply, tensors = codec.decode(data, length, "outputs")
+        except codec.ProtocolError as exc:
+            raise RuntimeError(f"the engine's answer is malformed: {exc.detail}") from None
         params = reply.get("parameters") or {}
-        extra = {"infer_ms": float(params.get("model_ms", 0.0)), "batch": int(params.get("batch_size", len(pixels)))}
-        return [{o: tensors[o][i] for o in outputs} | extra for i in range(len(pixels))]
+        ms, size = float(params.get("model_ms", 0.0)), int(params.get("batch_size", len(pixels)))
+        return [Result({o: tensors[o][i] for o in outputs}, ms, size) for i in range(len(pixels))]
 
-    async def infer(self, items: list[Item]) -> list[dict]:
+    async def infer(self, items: list[Item]) -> list[Result]:
         groups = group(items, lambda item: (item.model, item.pixels.shape, item.outputs))
-        calls = [self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs)
-                 for (model, _, outputs), idx in groups.items()]  # fmt: skip
-        results: list[dict] = [{} for _ in items]
-        for idx, answers in zip(groups.values(), await asyncio.gather(*calls), strict=True):
-            for i, answer in zip(idx, answers, strict=True):
-                results[i] = answer
-        return results
+        calls = [
+            self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs)
+            for (model, _, outputs), idx in groups.items()
+        ]
+        answered = await asyncio.gather(*calls)
+        by_item = {}
+        for idx, results in zip(groups.values(), answered, strict=True):
+            by_item.update(zip(idx, results, strict=True))
+        return [by_item[i] for i in range(len(items))]
 
     async def ready(self) -> bool:
-        """Every model ready on the engine, asked with the token (a wrong token is not ready)."""
+        """Every model ready on the engine now, asked with the token (a wrong token is not ready)."""
         try:
-            statuses = [(await self._call("GET", f"/v2/models/{m}/ready"))[0] for m in self.models]
+            calls = [self._call("GET", f"/v2/models/{m}/ready", timeout=READY_TIMEOUT) for m in self.models]
+            statuses = [status for status, _, _ in await asyncio.gather(*calls)]
         except EngineUnavailable:
             return False
         return all(s == 200 for s in statuses)

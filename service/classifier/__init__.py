@@ -1,0 +1,1 @@
+"""The classifier behind the public routes: labels, heat maps, embeddings, response schemas, image models."""

@@ -1,0 +1,153 @@
+"""The classifier behind every public route: resolve the model and policy, prepare images, ask the engine, label."""
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract.metadata import POLICIES
+
+from ..catalog import Entry
+from ..config import Settings
+from ..errors import ApiError
+from ..imaging.decoders import Decode
+from ..imaging.preprocess import ImageLimits, Prepared, prepare
+from ..metrics import PREPROCESS_SECONDS, REQUESTS
+from ..protocol.tensors import Engine, Item, Result
+from .heatmap import cam, normalise, overlay_png, peak
+from .schemas import Classification, Embedding, Explanation, Prediction, Timing
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits.astype(np.float64) - logits.max())
+    return z / z.sum()
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image as the model saw it, what the engine answered, and the time each step took."""
+
+    prepared: Prepared
+    result: Result
+    preprocess_ms: float
+    inference_ms: float
+
+    def timing(self) -> Timing:
+        r = self.result
+        return Timing(
+            preprocess_ms=self.preprocess_ms,
+            inference_ms=self.inference_ms,
+            model_ms=r.model_ms,
+            batch_size=r.batch_size,
+        )
+
+
+class Front:
+    """Decoding, validation and labels for the loaded models; ``engine`` batches across every client."""
+
+    def __init__(self, entries: dict[str, Entry], engine: Engine, settings: Settings, jpeg: Decode | None) -> None:
+        self.entries, self.engine, self.settings, self.jpeg = entries, engine, settings, jpeg
+        self.heads = {name: e.head()[0] for name, e in entries.items()}
+        self.default = next(iter(entries))
+
+    def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
+        name = model or self.default
+        if name not in self.entries:
+            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}")
+        entry = self.entries[name]
+        policy = policy or entry.meta.preprocessing.policy
+        if policy not in POLICIES:
+            raise ApiError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+        k = entry.meta.num_classes
+        if top_k is not None and not 1 <= top_k <= k:
+            raise ApiError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
+        return entry, policy
+
+    async def _prepare(self, entry: Entry, policy: str, data: bytes) -> tuple[Prepared, float]:
+        limits = ImageLimits.of(self.settings, entry.meta.min_input_size)
+        t = time.perf_counter()
+        loop, pre = asyncio.get_running_loop(), entry.meta.preprocessing
+        prepared = await loop.run_in_executor(None, prepare, data, policy, pre, limits, self.jpeg)
+        seconds = time.perf_counter() - t
+        PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
+        h, w = prepared.pixels.shape[:2]
+        REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
+        return prepared, seconds * 1e3
+
+    async def run(self, entry: Entry, policy: str, images: list[bytes], outputs=("logits",)) -> list[Image]:
+        """Prepare ``images`` concurrently, then one engine call for them all."""
+        prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
+        t = time.perf_counter()
+        results = await self.engine.infer([Item(entry.name, p.pixels, outputs) for p, _ in prepared])
+        inference_ms = (time.perf_counter() - t) * 1e3
+        return [Image(p, r, ms, inference_ms) for (p, ms), r in zip(prepared, results, strict=True)]
+
+    def _classification(self, entry: Entry, policy: str, image: Image, top_k: int) -> dict:
+        probs = softmax(image.result.outputs["logits"])
+        order = np.argsort(-probs)[:top_k]
+        labels, (h, w) = entry.meta.labels, image.prepared.pixels.shape[:2]
+        return dict(
+            model=entry.name,
+            policy=policy,
+            predictions=[Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order],
+            original_size=image.prepared.original,
+            inferred_size=(w, h),
+            timing=image.timing(),
+        )
+
+    async def classify(self, images: list[bytes], top_k: int, model: str | None, policy: str | None):
+        """Labelled top-k for each image, in order."""
+        if not 1 <= len(images) <= self.settings.max_images:
+            raise ApiError(400, "bad_batch", f"send 1 to {self.settings.max_images} images, got {len(images)}")
+        entry, policy = self.resolve(model, policy, top_k)
+        ran = await self.run(entry, policy, images)
+        return [Classification(**self._classification(entry, policy, image, top_k)) for image in ran]
+
+    async def probabilities(self, model: str, policy: str | None, top_k: int, images: list[bytes]):
+        """(policy used, class probabilities [N, K]) for encoded images: the Open Inference Protocol's image models."""
+        entry, policy = self.resolve(model, policy, top_k)
+        ran = await self.run(entry, policy, images)
+        return policy, np.stack([softmax(image.result.outputs["logits"]) for image in ran])
+
+    async def explain(
+        self, data: bytes, class_index: int | None, include_map: bool, top_k: int, model: str | None, policy: str | None
+    ) -> Explanation:
+        """Class activation map (Zhou et al., 2016) from the same forward pass as the prediction."""
+        entry, policy = self.resolve(model, policy, top_k)
+        k = entry.meta.num_classes
+        if class_index is not None and not 0 <= class_index < k:
+            raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
+        (image,) = await self.run(entry, policy, [data], ("logits", "features"))
+        out, pixels = image.result.outputs, image.prepared.pixels
+        cls = int(out["logits"].argmax()) if class_index is None else class_index
+        cam01 = normalise(cam(self.heads[entry.name][cls], out["features"]))
+        x, y = peak(cam01)
+        x, y = x * pixels.shape[1] / cam01.shape[1], y * pixels.shape[0] / cam01.shape[0]
+        return Explanation(
+            **self._classification(entry, policy, image, top_k),
+            class_index=cls,
+            class_label=entry.meta.labels[cls],
+            peak=image.prepared.to_original(x, y),
+            heatmap_png=overlay_png(pixels, cam01),
+            cam=cam01.round(4).tolist() if include_map else None,
+        )
+
+    async def embed(self, data: bytes, normalize: bool, model: str | None, policy: str | None) -> Embedding:
+        """The pooled feature vector (the input of the linear head)."""
+        entry, policy = self.resolve(model, policy, None)
+        (image,) = await self.run(entry, policy, [data], ("logits", "embedding"))
+        vec = image.result.outputs["embedding"].astype(np.float64)
+        if normalize:
+            vec = vec / max(np.linalg.norm(vec), 1e-12)
+        return Embedding(
+            model=entry.name, dim=len(vec), normalized=normalize, embedding=vec.tolist(), timing=image.timing()
+        )
+
+    async def models(self) -> list[dict]:
+        """Each loaded model's metadata, its parity report, and the provider it runs on."""
+        providers = await self.engine.providers()
+        return [
+            {**e.meta.model_dump(mode="json"), "tag": e.tag, "provider": providers.get(name)}
+            for name, e in self.entries.items()
+        ]
