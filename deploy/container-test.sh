@@ -47,6 +47,11 @@ start=$SECONDS
 podman build --format docker --network host -q -t localhost/resnet-serve:test --build-arg BASE_IMAGE="$BASE" --build-arg EXTRAS=serve .
 echo "  built in $((SECONDS - start)) s, $(podman image inspect --format '{{.Size}}' localhost/resnet-serve:test | awk '{printf "%.0f MB", $1/1e6}')"
 podman image inspect localhost/resnet-serve:test | grep -q '/readyz' || { echo "HEALTHCHECK on /readyz missing"; exit 1; }
+echo "» RESNET_REQUIRE_GPU=1 without a GPU: the image's own command stops at once, with the reason"
+if out=$(timeout 120 podman run --rm --network host -e RESNET_REQUIRE_GPU=1 localhost/resnet-serve:test 2>&1); then
+  echo "started without a GPU"; exit 1
+fi
+echo "$out" | grep -q "RESNET_REQUIRE_GPU=1 but CUDA is unavailable" || { echo "$out" | tail -20; exit 1; }
 podman run -d --name resnet-ct --network host -e RESNET_PROVIDERS=CPUExecutionProvider localhost/resnet-serve:test \
   sh -c "python -m service.check && exec bentoml serve service.service:Classifier --host 127.0.0.1 --port $PORT" >/dev/null
 check resnet-ct

@@ -2,24 +2,33 @@
 
     python -m loadtest.gpu_check [--out reports/gpu] [--allow-cpu]
 
-Unattended, nothing downloaded, about 4 minutes: export.gpu_check exports ResNet-50 fp32 + fp16 and
+Unattended, nothing downloaded, about 5 minutes: export.gpu_check exports ResNet-50 fp32 + fp16 and
 measures parity (CUDA vs CPU vs torch) and batch 1–128 throughput in process; then both models are
-served with RESNET_REQUIRE_GPU=1 and driven over HTTP by wrk (loadtest/wrk.py) with real JPEG photos
-(longer side 500 px) at 1–256 clients. Writes OUT/gpu.json,
-which `make bench` folds into BENCHMARKS.md once copied to docs/gpu_check.json.
+served with RESNET_REQUIRE_GPU=1 as `make serve` runs them on a GPU host (one engine per GPU beside the
+front workers), and driven over HTTP by wrk (loadtest/wrk.py) with real JPEG photos (longer side 500 px)
+at 1–256 clients: at each point the p99, the fronts' and the engines' CPU per request (from /proc) and
+the GPU's utilisation (nvidia-smi). The old topology (a CUDA engine inside each of half the cores' front
+workers) is measured beside it, for the record. Writes OUT/gpu.json, which `make bench` folds into
+BENCHMARKS.md once copied to docs/gpu_check.json. ``--allow-cpu`` is the dry run on a CPU host (the
+same topology, forced with RESNET_ENGINES=1).
 """
 
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from . import wrk
+from .cpu import cpu_seconds
 from .drive import photos, save
 from .report import machine
 from .server import serve
@@ -40,16 +49,59 @@ def served_agreement(url: str, images: list[bytes]) -> dict:
     return {"images": len(images), "top1_agreement": same / len(images), "max_probability_gap": gap}
 
 
+def roles(root: int) -> dict[str, list[int]]:
+    """The server's processes: the engines (BentoML's resnet-engine workers) and the rest (the fronts)."""
+    below = psutil.Process(root).children(recursive=True)
+    engines = [p.pid for p in below if "resnet-engine" in p.cmdline()]
+    return {"engine": engines, "front": [root, *(p.pid for p in below if p.pid not in engines)]}
+
+
+@contextmanager
+def gpu_utilisation():
+    """Samples of every GPU's utilisation (%) every 200 ms while the block runs; none without nvidia-smi."""
+    samples: list[float] = []
+    smi = shutil.which("nvidia-smi")
+    query = [str(smi), "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"]
+    proc = subprocess.Popen(query, stdout=subprocess.PIPE, text=True) if smi else None
+    try:
+        yield samples
+    finally:
+        if proc is not None:
+            proc.terminate()
+            samples += [float(v) for v in proc.communicate()[0].split() if v.replace(".", "").isdigit()]
+
+
+def sweep(url, files: list[Path], seconds: float, model: str) -> list[dict]:
+    """wrk at each client count (after a warm-up): p99, the fronts' and engines' CPU per request, GPU use."""
+    wrk.run(url, files, CLIENTS[0], min(2.0, seconds), policy="crop", model=model)
+    rows = []
+    for clients in CLIENTS:
+        pids = roles(url.pid)
+        before = {role: cpu_seconds(p) for role, p in pids.items()}
+        with gpu_utilisation() as samples:
+            row = wrk.run(url, files, clients, seconds, policy="crop", model=model)
+        for role, p in pids.items():
+            row[f"{role}_cpu_ms"] = (cpu_seconds(p) - before[role]) * 1e3 / max(1, row["requests"])
+        rows.append({"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None})
+    return rows
+
+
 def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float) -> dict:
-    """Both models through the service with wrk at 1–256 clients; fp16 again with JPEG decoded on the GPU."""
+    """Both models through the service with wrk at 1–256 clients; fp16 again with JPEG decoded on the GPU,
+    and in the old topology (the model inside each of several front workers)."""
     with serve("service.service:Classifier", env, out / "server.log") as url:
-        result = {"served_providers": {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()},
-                  "served_agreement": served_agreement(url, images),
-                  "served": [{"model": m, **r} for m in ("resnet50", "resnet50-fp16")
-                             for r in wrk.sweep(url, files, CLIENTS, seconds, policy="crop", model=m)]}  # fmt: skip
+        result = {
+            "served_providers": {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()},
+            "served_agreement": served_agreement(url, images),
+            "served_processes": {role: len(p) for role, p in roles(url.pid).items()},
+            "served": [r for m in ("resnet50", "resnet50-fp16") for r in sweep(url, files, seconds, m)],
+        }
+    old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
+    with serve("service.service:Classifier", old, out / "server-old.log") as url:
+        result["served_engine_in_each_worker"] = sweep(url, files, seconds, "resnet50-fp16")
     with serve("service.service:Classifier", {**env, "RESNET_DECODER": "nvimgcodec"}, out / "server-nv.log") as url:
-        sweep = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
-        result["served_nvimgcodec"] = [{"model": "resnet50-fp16", **r} for r in sweep]
+        points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
+        result["served_nvimgcodec"] = [{"model": "resnet50-fp16", **r} for r in points]
     fp16 = out / "models" / "resnet50-fp16"
     subprocess.run([sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
                    cwd=ROOT, env={**os.environ, **env}, check=True)  # fmt: skip
@@ -63,10 +115,11 @@ def report(result: dict) -> None:
     for r in result["inprocess"] + (result["cuda_levers"] or []):
         print(f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
               f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}")  # fmt: skip
-    for r in result["served"] + result["served_nvimgcodec"]:
+    for r in result["served"] + result["served_engine_in_each_worker"] + result["served_nvimgcodec"]:
         print(f"served      {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
               f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
-              f"wrk CPU {r['client_cpu_ms']:.2f} ms/request")  # fmt: skip
+              f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r.get('front_cpu_ms', 0):.2f}  "
+              f"engine CPU {r.get('engine_cpu_ms', 0):.2f}  GPU {r.get('gpu_utilisation')}")  # fmt: skip
 
 
 def main() -> None:
@@ -84,11 +137,15 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu],
                        cwd=ROOT, check=True)  # fmt: skip
     result = json.loads((out / "inprocess.json").read_text())
-    env = {"BENTOML_HOME": str(out / "home"), "RESNET_MODELS": "resnet50:latest,resnet50-fp16:latest",
-           "RESNET_REQUIRE_GPU": "0" if args.allow_cpu else "1", "RESNET_MAX_BATCH_SIZE": "128",
-           "RESNET_FRONT_WORKERS": os.environ.get("RESNET_FRONT_WORKERS", str(max(1, (os.cpu_count() or 2) // 2))),
-           "RESNET_MAX_CONCURRENCY": "1024", "RESNET_PROVIDERS": os.environ.get("RESNET_PROVIDERS",
-           "CUDAExecutionProvider,CPUExecutionProvider")}  # fmt: skip
+    env = {
+        "BENTOML_HOME": str(out / "home"),
+        "RESNET_MODELS": "resnet50:latest,resnet50-fp16:latest",
+        "RESNET_REQUIRE_GPU": "0" if args.allow_cpu else "1",
+        "RESNET_MAX_BATCH_SIZE": "128",
+        "RESNET_MAX_CONCURRENCY": "1024",
+        "RESNET_PROVIDERS": os.environ.get("RESNET_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider"),
+        **({"RESNET_ENGINES": "1"} if args.allow_cpu else {}),  # the dry run: the GPU host's topology on CPU
+    }
     folders = [str(out / "models" / m) for m in ("resnet50", "resnet50-fp16")]
     subprocess.run([sys.executable, "-m", "export.store", *folders], cwd=ROOT, env={**os.environ, **env}, check=True)
     images = photos(sizes=(500,))  # ImageNet-like: the longer side 500 px

@@ -2,10 +2,11 @@
 
     python -m service.check        (run by `make serve` and the container before `bentoml serve`)
 
-A missing model, an unreadable ONNX file or metadata that contradicts the graph ends here with a
-clear message and exit status 1; inside `bentoml serve` the worker would only be restarted again
-and again. A front with a remote engine (RESNET_ENGINE_URL) needs only each model's metadata and
-linear head, never its ONNX file.
+A missing model, an unreadable ONNX file, metadata that contradicts the graph, CUDA asked for with
+RESNET_REQUIRE_GPU=1 but not usable, or a CUDA engine in every one of several front workers ends
+here with a clear message and exit status 1; inside `bentoml serve` the worker would only be
+restarted again and again. A front with a remote engine (RESNET_ENGINE_URL) needs only each model's
+metadata and linear head, never its ONNX file.
 """
 
 import sys
@@ -14,15 +15,29 @@ from . import catalog
 from .config import SETTINGS
 
 
+def load(tag: str) -> catalog.Entry:
+    """The model as the service will load it: metadata and head; and, with the engine on this host, its session on
+    the providers the service asks for."""
+    entry = catalog.load(tag)
+    entry.head()
+    if SETTINGS.engine_url:
+        return entry
+    from .engine.sessions import CUDA, Sessions  # onnxruntime: only where the model runs in this process
+
+    provider = Sessions(entry, SETTINGS.providers, 1, SETTINGS.require_gpu).provider
+    if provider == CUDA and not SETTINGS.engines and SETTINGS.front_workers > 1:
+        raise RuntimeError(
+            f"RESNET_ENGINES=0 with RESNET_FRONT_WORKERS={SETTINGS.front_workers} would load the model on the GPU "
+            "once per front worker: leave RESNET_ENGINES unset (one engine per GPU beside the fronts), or serve "
+            "with RESNET_FRONT_WORKERS=1"
+        )
+    return entry
+
+
 def main() -> int:
     for tag in SETTINGS.models:
         try:
-            entry = catalog.load(tag)
-            entry.head()
-            if not SETTINGS.engine_url:
-                from .engine.sessions import Sessions  # onnxruntime: only where the model runs in this process
-
-                Sessions(entry, ("CPUExecutionProvider",), 1, False)
+            entry = load(tag)
         except Exception as exc:
             print(f"error: model {tag} cannot be served: {exc}", file=sys.stderr)
             return 1

@@ -3,8 +3,11 @@
 It imports nothing of the service: every layer may read it.
 """
 
+import glob
 import os
 from dataclasses import dataclass, field
+
+CUDA = "CUDAExecutionProvider"
 
 
 def _env(name: str, default: str) -> str:
@@ -15,12 +18,33 @@ def _list(name: str, default: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in _env(name, default).split(",") if v.strip())
 
 
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use: those CUDA_VISIBLE_DEVICES names, else the device files present."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return sum(1 for device in visible.split(",") if device.strip() not in ("", "-1"))
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def _engines() -> int:
+    """Engine processes beside the fronts: auto is one per GPU when CUDA is asked for and no engine is remote."""
+    value = _env("ENGINES", "auto")
+    if value != "auto":
+        return int(value)
+    wants_cuda = CUDA in _list("PROVIDERS", f"{CUDA},CPUExecutionProvider")
+    return visible_gpus() if wants_cuda and not _env("ENGINE_URL", "") else 0
+
+
+def _front_workers() -> int:
+    """As set; else one beside an in-process engine (measured fastest on CPU), or the cores the engines leave."""
+    engines = _engines()
+    return int(_env("FRONT_WORKERS", "0")) or (max(1, (os.cpu_count() or 1) - engines) if engines else 1)
+
+
 @dataclass(frozen=True)
 class Settings:
     models: tuple[str, ...] = field(default_factory=lambda: _list("MODELS", "shapes-resnet10:latest"))
-    providers: tuple[str, ...] = field(
-        default_factory=lambda: _list("PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
-    )
+    providers: tuple[str, ...] = field(default_factory=lambda: _list("PROVIDERS", f"{CUDA},CPUExecutionProvider"))
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
     tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
@@ -28,7 +52,8 @@ class Settings:
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
-    front_workers: int = field(default_factory=lambda: int(_env("FRONT_WORKERS", "1")))
+    engines: int = field(default_factory=_engines)  # 0: the model runs in the front's process
+    front_workers: int = field(default_factory=_front_workers)
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
     max_uploads: int = field(default_factory=lambda: int(_env("MAX_UPLOADS", "256")))
     body_timeout_s: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT_S", "10")))
@@ -46,6 +71,8 @@ class Settings:
     engine_url: str = field(default_factory=lambda: _env("ENGINE_URL", ""))
     engine_max_body_bytes: int = field(default_factory=lambda: int(_env("ENGINE_MAX_BODY_BYTES", str(256 * 2**20))))
     engine_token: str = field(default_factory=lambda: _env("ENGINE_TOKEN", ""))
+    # requests the engine server holds at once; 0: what its fronts can send (front workers × their concurrency)
+    engine_max_in_flight: int = field(default_factory=lambda: int(_env("ENGINE_MAX_IN_FLIGHT", "0")))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 

@@ -1,12 +1,16 @@
 """The public service, wired into BentoML: ``bentoml serve service.service:Classifier``.
 
-The model runs in this process (the CPU default: no hop) unless RESNET_ENGINE_URL names an engine
-server (``python -m service.engine.server``), which the front then calls over the Open Inference
-Protocol; onnxruntime is then never imported here. Each API is declared for BentoML (its OpenAPI
-schema and clients) and served by the Guard's multipart fast path (service/http/).
+Where the model runs is chosen per host (RESNET_ENGINES): on a CPU host, in this process (no hop,
+measured fastest); on a GPU host, in one engine per GPU that BentoML runs and restarts beside the
+front workers (service/engine/service.py); or in an engine server elsewhere (RESNET_ENGINE_URL). The
+fronts call an engine over the Open Inference Protocol and then never import onnxruntime. Each API
+is declared for BentoML (its OpenAPI schema and clients) and served by the Guard's multipart fast
+path (service/http/).
 """
 
 import logging
+import os
+import secrets
 from pathlib import Path
 
 import bentoml
@@ -19,9 +23,10 @@ from .classifier.front import Front
 from .classifier.image_model import ImageModel
 from .classifier.schemas import BatchClassification, Classification, Embedding, Explanation
 from .config import SETTINGS, Settings
+from .engine.service import Engine as EngineService
 from .errors import Reply
 from .http.guard import Guard, RequestLimits
-from .http.internals import cors_options, install_header_deadlines
+from .http.internals import cors_options, dependency_url, install_header_deadlines
 from .http.routes import Multipart
 from .imaging.decoders import jpeg_decoder
 from .protocol.client import RemoteEngine
@@ -34,10 +39,12 @@ FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from 
 
 
 def make_engine(settings: Settings, models: list[str]) -> Engine:
-    """The engine in this process, or the client of the one at RESNET_ENGINE_URL."""
-    if settings.engine_url:
-        log.warning("front: the engine is remote, at %s", settings.engine_url)
-        return RemoteEngine(settings.engine_url, settings.engine_token, settings.timeout_s, models)
+    """The client of the engine at RESNET_ENGINE_URL or of the engines beside the fronts; else the engine in
+    this process."""
+    url = settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
+    if url:
+        log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
+        return RemoteEngine(url, settings.engine_token, settings.timeout_s, models)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
     return LocalEngine(settings)
@@ -45,6 +52,17 @@ def make_engine(settings: Settings, models: list[str]) -> Engine:
 
 class Classifier:
     """Front service: decoding, validation and labels (classifier/); the engine batches across every client."""
+
+    # BentoML starts the engines beside the fronts and restarts them; the fronts call them over the protocol, never
+    # through this (which pickles). Declared on every host, so that a Bento built anywhere runs anywhere; with the
+    # model in the fronts' processes (RESNET_ENGINES=0) its one worker loads nothing.
+    engine_service = bentoml.depends(EngineService)
+
+    @bentoml.on_deployment
+    def share_engine_token() -> None:
+        """Once, before any worker starts (fronts and engines inherit it): a fresh secret unless one is set."""
+        if SETTINGS.engines:
+            os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
 
     def __init__(self) -> None:
         entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}

@@ -127,3 +127,30 @@ def test_fixed_batch_sessions_pad_to_a_power_of_two_and_answer_the_same():
             assert got[name].shape == want[name].shape
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
     assert {n: s.batches for n, s in fixed.sessions.items()} == {1: {1}, 2: set(), 4: {4}, 8: {8}}
+
+
+class ShapeSpy:
+    """A session stand-in that records the input shapes it is run at."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, names, feed):
+        self.shapes.append(feed["pixels"].shape)
+
+
+def test_every_fixed_batch_session_is_warmed_at_every_bucket_of_the_full_policy():
+    """On the GPU path (forced on CPU), no live request meets a (batch size, shape) a session has not run."""
+    fixed = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False, max_batch=4, fixed_batches=True)
+    # the default model's policies: crop 112², full with shorter side 112 and the longer side 112…336 by 32
+    buckets = (
+        {(112, 112)} | {(112, long) for long in range(112, 337, 32)} | {(long, 112) for long in range(144, 337, 32)}
+    )
+    assert len(buckets) == 15 and set(fixed.meta.preprocessing.buckets()) == buckets
+    spies = {n: ShapeSpy() for n in fixed.sessions}
+    fixed.sessions, fixed.session = spies, spies[1]
+    assert fixed.warmup() == 3 * 15
+    for n, spy in spies.items():
+        assert sorted(spy.shapes) == sorted((n, h, w, 3) for h, w in buckets), f"batch {n}"
+    plain = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False)
+    assert plain.warm_shapes() == [(1, h, w) for h, w in sorted(buckets)], "CPU: one session, batch 1, every bucket"

@@ -172,19 +172,27 @@ def test_engine_gone_means_503_then_answers_again_when_it_is_back(tmp_path) -> N
             assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"
 
 
-def ready(front: str) -> bool:
-    """Both of the front's readiness probes (BentoML's and the protocol's) say ready."""
-    statuses = {httpx.get(f"{front}{path}", timeout=30).status_code for path in ("/readyz", "/v2/health/ready")}
-    return statuses == {200}
+def probes(front: str) -> set[int]:
+    """The statuses of the front's two readiness probes (BentoML's and the protocol's)."""
+    return {httpx.get(f"{front}{path}", timeout=30).status_code for path in ("/readyz", "/v2/health/ready")}
+
+
+def ready(front: str, expected: bool = True, within_s: float = 10) -> bool:
+    """Whether both probes come to say ``expected`` within ``within_s`` (the front's heartbeat is 0.5 s)."""
+    deadline = time.monotonic() + within_s
+    while (probes(front) == {200}) != expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def not_ready(front: str) -> bool:
-    codes = [httpx.get(f"{front}{path}", timeout=30).status_code for path in ("/readyz", "/v2/health/ready")]
-    return all(code >= 400 for code in codes)
+    return ready(front, expected=False) and all(code >= 400 for code in probes(front))
 
 
 def test_an_engine_at_its_limit_is_a_503_at_the_front_never_a_500(tmp_path) -> None:
-    with split_servers(tmp_path, engine_env={"RESNET_MAX_CONCURRENCY": "2"}) as own:
+    with split_servers(tmp_path, engine_env={"RESNET_ENGINE_MAX_IN_FLIGHT": "2"}) as own:
         assert ready(own["front"])
 
         def one(_: int) -> httpx.Response:

@@ -12,8 +12,8 @@ from tests.conftest import ROOT
 from tests.server import DEFAULT, import_models
 
 
-def check(home, models: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models}
+def check(home, models: str, **settings: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models, **settings}
     return subprocess.run([sys.executable, "-m", "service.check"], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
@@ -51,3 +51,11 @@ def _more_classes(folder) -> None:
 def test_broken_model_is_refused(tmp_path, change, message) -> None:
     proc = check(tmp_path / "home", broken_copy(tmp_path, change))
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_require_gpu_without_cuda_stops_the_pre_flight_check(tmp_path) -> None:
+    """The check asks for the providers the service will use: on this host (no GPU) CUDA is not usable."""
+    import_models(tmp_path, DEFAULT)
+    proc = check(tmp_path, "shapes-resnet10:latest", RESNET_REQUIRE_GPU="1")
+    assert proc.returncode == 1 and "RESNET_REQUIRE_GPU=1 but CUDA is unavailable" in proc.stderr
+    assert check(tmp_path, "shapes-resnet10:latest", RESNET_PROVIDERS="CPUExecutionProvider").returncode == 0

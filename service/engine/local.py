@@ -26,7 +26,7 @@ def _observe(model: str, size: int, seconds: float) -> None:
 class LocalEngine:
     """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, device: int = 0) -> None:
         threads = settings.ort_threads or os.cpu_count() or 1
         size = settings.max_batch_size if settings.batching else 1
         self.models: dict[str, Sessions] = {}
@@ -40,6 +40,7 @@ class LocalEngine:
                 size,
                 tf32=settings.tf32,
                 spinning=settings.ort_spinning,
+                device=device,
             )
         self.batcher = Batcher(Runner(self.models, _observe), size, settings.max_latency_ms / 1e3)
         warmed = sum(m.warmup() for m in self.models.values())

@@ -33,7 +33,8 @@ class EngineServer:
 
     def __init__(self, engine: LocalEngine, settings: Settings) -> None:
         self.token, self.max_body = settings.engine_token, settings.engine_max_body_bytes
-        self.max_in_flight, self.in_flight = settings.max_concurrency, 0
+        fronts = settings.front_workers * settings.max_concurrency
+        self.max_in_flight, self.in_flight = settings.engine_max_in_flight or fronts, 0
         models = {name: TensorModel(name, m.meta, engine, settings.max_pixels) for name, m in engine.models.items()}
         self.router = Router("resnet-serve-engine", models, engine.ready)
 

@@ -14,7 +14,13 @@ CUDA = "CUDAExecutionProvider"
 
 
 def make_session(
-    path, providers: tuple[str, ...], threads: int, require_gpu: bool, tf32: bool = False, spinning: bool = False
+    path,
+    providers: tuple[str, ...],
+    threads: int,
+    require_gpu: bool,
+    tf32: bool = False,
+    spinning: bool = False,
+    device: int = 0,
 ) -> ort.InferenceSession:
     """A session on the first available provider of ``providers``; loud about any fallback.
 
@@ -31,7 +37,8 @@ def make_session(
     chosen = []
     for p in providers:
         if p == CUDA:  # shapes vary: heuristic algorithm choice instead of an exhaustive search per shape
-            chosen.append((CUDA, {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": str(int(tf32))}))
+            options = {"device_id": str(device), "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": str(int(tf32))}
+            chosen.append((CUDA, options))
         else:
             chosen.append(p)
     if CUDA in providers and hasattr(ort, "preload_dlls"):
@@ -97,15 +104,16 @@ class Sessions:
         fixed_batches: bool | None = None,
         tf32: bool = False,
         spinning: bool = False,
+        device: int = 0,
     ) -> None:
         self.entry, self.meta = entry, entry.meta
         path = entry.path / "model.onnx"
-        self.session = make_session(path, providers, threads, require_gpu, tf32, spinning)
+        self.session = make_session(path, providers, threads, require_gpu, tf32, spinning, device)
         self.provider = self.session.get_providers()[0]
         check_contract(entry.tag, self.meta, self.session, entry.head()[0])
         fixed = self.provider == CUDA if fixed_batches is None else fixed_batches
         self.sessions: dict[int, ort.InferenceSession] = {
-            n: make_session(path, providers, threads, require_gpu, tf32, spinning) if n > 1 else self.session
+            n: make_session(path, providers, threads, require_gpu, tf32, spinning, device) if n > 1 else self.session
             for n in (batch_sizes(max_batch) if fixed else [])
         }
         log.warning(
@@ -116,16 +124,15 @@ class Sessions:
             max(1, len(self.sessions)),
         )
 
+    def warm_shapes(self) -> list[tuple[int, int, int]]:
+        """Every (batch size, height, width) a session will meet: each session at every shape bucket the
+        policies produce, so that no live request meets onnxruntime's re-planning of a new shape."""
+        return [(n, h, w) for n in (self.sessions or [1]) for h, w in self.meta.preprocessing.buckets()]
+
     def warmup(self) -> int:
-        """Run every shape the policies produce once (batch 1), and each larger batch session at the crop size."""
-        pre = self.meta.preprocessing
-        shapes = pre.buckets()
-        for h, w in shapes:
-            self.session.run(["logits"], {"pixels": np.zeros((1, h, w, 3), np.uint8)})
-        side = pre.crop.size
-        for n, session in self.sessions.items():
-            session.run(["logits"], {"pixels": np.zeros((n, side, side, 3), np.uint8)})
-        return len(shapes) + len(self.sessions)
+        for n, h, w in self.warm_shapes():
+            self.sessions.get(n, self.session).run(["logits"], {"pixels": np.zeros((n, h, w, 3), np.uint8)})
+        return len(self.warm_shapes())
 
     def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """The named outputs for a batch of (N, H, W, 3) uint8 images of one shape."""

@@ -11,9 +11,13 @@ where a server starts (the service's startup hook, the engine server's ``main``)
 
 BentoML's CORS options: its CORS middleware sits inside the project's Guard, whose own answers must
 carry the same headers; ``cors_options`` reads them from BentoML's configuration.
+
+The address of a service BentoML runs beside this one (the engine): ``dependency_url`` reads it from the
+map BentoML hands its workers, without ``bentoml.depends``'s client, which pickles every call.
 """
 
 from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -97,3 +101,12 @@ def cors_options() -> dict | None:
     if not BentoMLContainer.http.cors.enabled.get():
         return None
     return dict(BentoMLContainer.access_control_options.get())
+
+
+def dependency_url(name: str) -> str:
+    """Where BentoML serves the dependency ``name`` to this worker: ``unix:///…sock`` (BentoML's ``file://`` URI of
+    its socket), or ``http://host:port`` where unix sockets are off (its ``tcp://``)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    url = urlsplit(BentoMLContainer.remote_runner_mapping.get()[name])
+    return f"unix://{unquote(url.path)}" if url.scheme == "file" else f"http://{url.netloc}"

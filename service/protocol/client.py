@@ -2,7 +2,9 @@
 
 Anything that speaks the protocol can be the engine: ``python -m service.engine.server``, or Triton
 serving the same ONNX (``pixels`` in; ``logits``, ``embedding``, ``features`` out). An engine at its
-limit, restarting or gone is EngineUnavailable (503 with Retry-After at the front), never a 500.
+limit, restarting or gone is EngineUnavailable (503 with Retry-After at the front), never a 500. A
+heartbeat on the protocol's health route keeps the verdict current: while the engine is down every
+request is refused at once, and readiness says so, instead of waiting on a socket nobody accepts on.
 """
 
 import asyncio
@@ -16,38 +18,76 @@ from . import codec
 from .tensors import Item, Result, group
 
 BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
-READY_TIMEOUT = aiohttp.ClientTimeout(total=2)  # a probe answers quickly or counts as not ready
+PROBE = aiohttp.ClientTimeout(total=1)  # a health probe answers quickly or counts as down
+HEARTBEAT_S = 0.5
 
 
 class RemoteEngine:
-    """``infer`` sends one request per (model, shape, outputs) group of items, all at once; the engine batches."""
+    """``infer`` sends one request per (model, shape, outputs) group of items, all at once; the engine batches.
+
+    ``url`` is ``http://host:port`` or ``unix:///path/to.sock`` (the engine BentoML runs beside the fronts).
+    """
 
     def __init__(self, url: str, token: str, timeout_s: float, models: list[str]) -> None:
-        self.models, self.url, self.timeout = models, url.rstrip("/"), aiohttp.ClientTimeout(total=timeout_s)
+        self.models, self.timeout = models, aiohttp.ClientTimeout(total=timeout_s)
+        self.socket = url.removeprefix("unix://") if url.startswith("unix://") else None
+        self.url = "http://engine" if self.socket else url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
+        self.up: bool | None = None  # the last health verdict; None before the first
+        self._heartbeat: asyncio.Task | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # made on first use, inside the server's event loop
-            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers)
+            connector = aiohttp.UnixConnector(path=self.socket) if self.socket else None
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers, connector=connector)
         return self._session
 
-    async def _call(self, method: str, path: str, retry: bool = True, **kw) -> tuple[int, str | None, bytes]:
+    async def _request(self, method: str, path: str, **kw) -> tuple[int, str | None, bytes]:
         """(status, the inference header's length if given, body)."""
+        async with self.session.request(method, f"{self.url}{path}", **kw) as r:
+            return r.status, r.headers.get(codec.HEADER), await r.read()
+
+    async def _alive(self) -> bool:
         try:
-            async with self.session.request(method, f"{self.url}{path}", **kw) as r:
-                return r.status, r.headers.get(codec.HEADER), await r.read()
+            return (await self._request("GET", "/v2/health/ready", timeout=PROBE))[0] == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _beat(self) -> None:
+        while True:
+            self.up = await self._alive()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _is_up(self) -> bool:
+        """The heartbeat's verdict (started on first use, in the server's event loop); the first one awaited."""
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        if self.up is None:
+            self.up = await self._alive()
+        return self.up
+
+    async def _call(self, method: str, path: str, retry: bool = True, **kw) -> tuple[int, str | None, bytes]:
+        """A request to an engine that is up; EngineUnavailable at once while it is down."""
+        if not await self._is_up():
+            raise EngineUnavailable("the engine is restarting or unreachable")
+        try:
+            return await self._request(method, path, **kw)
         except aiohttp.ServerDisconnectedError:
-            if retry:  # a pooled connection the engine had just closed: once more on a fresh one
+            if retry and await self._alive():  # a pooled connection the engine had just closed: once more
                 return await self._call(method, path, False, **kw)
-            raise EngineUnavailable("the engine closed the connection") from None
+            self.up = False
+            raise EngineUnavailable("the engine went away") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            self.up = False
             raise EngineUnavailable(f"engine unreachable: {exc}") from None
         except TimeoutError:
             raise EngineUnavailable("engine did not answer in time") from None
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._session is not None:
             await self._session.close()
 
@@ -81,9 +121,9 @@ class RemoteEngine:
         return [by_item[i] for i in range(len(items))]
 
     async def ready(self) -> bool:
-        """Every model ready on the engine now, asked with the token (a wrong token is not ready)."""
+        """Up, and every model ready on the engine, asked with the token (a wrong token is not ready)."""
         try:
-            calls = [self._call("GET", f"/v2/models/{m}/ready", timeout=READY_TIMEOUT) for m in self.models]
+            calls = [self._call("GET", f"/v2/models/{m}/ready", timeout=PROBE) for m in self.models]
             statuses = [status for status, _, _ in await asyncio.gather(*calls)]
         except EngineUnavailable:
             return False

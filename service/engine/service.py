@@ -1,0 +1,60 @@
+"""The engine as a BentoML service beside the fronts: one worker per GPU, started and restarted by BentoML.
+
+``bentoml serve service.service:Classifier`` runs it with the fronts; where RESNET_ENGINES asks for
+engines (one per GPU by default) each worker loads the models, else its one worker stays idle. The
+fronts reach it over the Open Inference Protocol on BentoML's private socket. It declares no BentoML
+API (nothing there takes a pickle): ``/v2/...`` goes to the engine server's app, everything else to
+BentoML's own health and metrics routes.
+"""
+
+import logging
+
+import bentoml
+
+from ..config import SETTINGS
+from ..http.internals import install_header_deadlines
+
+log = logging.getLogger("resnet.engine")
+EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans on the hot path
+
+
+@bentoml.service(
+    name="resnet-engine",
+    workers=max(1, SETTINGS.engines),
+    traffic={"timeout": SETTINGS.timeout_s + 5},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
+)
+class Engine:
+    def __init__(self) -> None:
+        self.server = None
+        if not SETTINGS.engines:
+            log.info("engine idle: the model runs in the front workers (RESNET_ENGINES=0)")
+            return
+        from .local import LocalEngine  # onnxruntime: only in the engine's own workers
+        from .server import EngineServer
+
+        worker = (bentoml.server_context.worker_index or 1) - 1  # circus numbers workers from 1
+        self.server = EngineServer(LocalEngine(SETTINGS, device=worker % SETTINGS.engines), SETTINGS)
+
+    @bentoml.on_startup
+    def arm_header_deadlines(self) -> None:
+        """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one."""
+        install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+
+
+class ProtocolRoutes:
+    """ASGI middleware: the Open Inference Protocol's routes to the engine server, the rest to BentoML."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        server = bentoml.get_current_service().server if scope["type"] == "http" else None
+        if server is not None and (path == "/v2" or path.startswith("/v2/")):
+            return await server(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+Engine.add_asgi_middleware(ProtocolRoutes)
