@@ -26,6 +26,8 @@ EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans on the hot path
     tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
 )
 class Engine:
+    """Worker *i* owns GPU *i* (onnxruntime's ``device_id``); every front worker's requests reach one of them."""
+
     def __init__(self) -> None:
         self.server = None
         if not SETTINGS.engines:
