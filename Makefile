@@ -62,8 +62,8 @@ bench: $(VENV)/.dev $(WRK)
 container-test: $(VENV)/.dev
 	PY=$(BIN)/python bash deploy/container-test.sh
 
-# On an NVIDIA host: CUDA parity vs CPU and torch, fp32/fp16 throughput in process and served → reports/gpu/gpu.json
-# (~3 min unattended, nothing downloaded after the install; copy it to docs/gpu_check.json for BENCHMARKS.md).
+# On an NVIDIA host: CUDA parity vs CPU and torch, fp32/fp16 in process, and served in the GPU topology and the old one → reports/gpu/gpu.json
+# (~5 min unattended, nothing downloaded after the install; copy it to docs/gpu_check.json for BENCHMARKS.md).
 gpu-check: $(VENV)/.dev $(WRK)
 	$(BIN)/pip install -q -e '.[gpu,gpu-decode]'
 	$(BIN)/python -m loadtest.gpu_check --out reports/gpu
