@@ -75,7 +75,9 @@ class Front:
         REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
         return prepared, seconds * 1e3
 
-    async def run(self, entry: Entry, policy: str, images: list[bytes], outputs=("logits",)) -> list[Image]:
+    async def run(
+        self, entry: Entry, policy: str, images: list[bytes], outputs: tuple[str, ...] = ("logits",)
+    ) -> list[Image]:
         """Prepare ``images`` concurrently, then one engine call for them all."""
         prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
         t = time.perf_counter()
@@ -96,7 +98,9 @@ class Front:
             timing=image.timing(),
         )
 
-    async def classify(self, images: list[bytes], top_k: int, model: str | None, policy: str | None):
+    async def classify(
+        self, images: list[bytes], top_k: int, model: str | None, policy: str | None
+    ) -> list[Classification]:
         """Labelled top-k for each image, in order."""
         if not 1 <= len(images) <= self.settings.max_images:
             raise ApiError(400, "bad_batch", f"send 1 to {self.settings.max_images} images, got {len(images)}")
@@ -104,7 +108,9 @@ class Front:
         ran = await self.run(entry, policy, images)
         return [Classification(**self._classification(entry, policy, image, top_k)) for image in ran]
 
-    async def probabilities(self, model: str, policy: str | None, top_k: int, images: list[bytes]):
+    async def probabilities(
+        self, model: str, policy: str | None, top_k: int, images: list[bytes]
+    ) -> tuple[str, np.ndarray]:
         """(policy used, class probabilities [N, K]) for encoded images: the Open Inference Protocol's image models."""
         entry, policy = self.resolve(model, policy, top_k)
         ran = await self.run(entry, policy, images)

@@ -60,7 +60,8 @@ class Multipart:
     under ``@bentoml.api``. ``instance`` gives the service object the methods are called on."""
 
     def __init__(self, instance: Callable[[], object]) -> None:
-        self.instance, self.routes = instance, {}
+        self.instance = instance
+        self.routes: dict[str, Route] = {}
 
     def __call__(self, method: Callable) -> Callable:
         self.routes[f"/{method.__name__}"] = _route(method, self.instance)
