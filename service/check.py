@@ -12,7 +12,7 @@ metadata and linear head, never its ONNX file.
 import sys
 
 from . import catalog
-from .config import SETTINGS
+from .config import CUDA, SETTINGS
 
 
 def load(tag: str) -> catalog.Entry:
@@ -22,7 +22,7 @@ def load(tag: str) -> catalog.Entry:
     entry.head()
     if SETTINGS.engine_url:
         return entry
-    from .engine.sessions import CUDA, Sessions  # onnxruntime: only where the model runs in this process
+    from .engine.sessions import Sessions  # onnxruntime: only where the model runs in this process
 
     provider = Sessions(entry, SETTINGS.providers, 1, SETTINGS.require_gpu).provider
     if provider == CUDA and not SETTINGS.engines and SETTINGS.front_workers > 1:

@@ -76,5 +76,13 @@ class Settings:
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 
+    def request_layers(self) -> dict:
+        """BentoML's per-request layers (access log, OpenTelemetry spans) off the hot path unless asked for."""
+        every_url = [".*"]  # OpenTelemetry's exclusion list
+        return {
+            "logging": {"access": {"enabled": self.access_log}},
+            "tracing": {} if self.tracing else {"excluded_urls": every_url},
+        }
+
 
 SETTINGS = Settings()

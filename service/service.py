@@ -34,7 +34,6 @@ from .protocol.server import Router, Servable, TensorModel
 from .protocol.tensors import Engine
 
 log = logging.getLogger("resnet.front")
-EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans unless RESNET_TRACING=1
 FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from memory
 
 
@@ -139,8 +138,7 @@ Classifier = bentoml.service(
     # The Guard answers the body deadline (408), the request timeout (504) and the concurrency limit (429) as
     # JSON first; BentoML's own timeout, over the whole exchange, is only the backstop.
     traffic={"timeout": SETTINGS.body_timeout_s + SETTINGS.timeout_s + 5},
-    logging={"access": {"enabled": SETTINGS.access_log}},  # per-request layers off the hot path unless asked for
-    tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
+    **SETTINGS.request_layers(),
 )(Classifier)
 Classifier.models.extend(bentoml.models.BentoModel(tag) for tag in SETTINGS.models)  # packed by `bentoml build`
 

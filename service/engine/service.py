@@ -12,18 +12,17 @@ import logging
 import bentoml
 
 from ..config import SETTINGS
+from ..http.guard import is_v2
 from ..http.internals import install_header_deadlines
 
 log = logging.getLogger("resnet.engine")
-EVERY_URL = [".*"]  # OpenTelemetry's exclusion list: no spans on the hot path
 
 
 @bentoml.service(
     name="resnet-engine",
     workers=max(1, SETTINGS.engines),
     traffic={"timeout": SETTINGS.timeout_s + 5},
-    logging={"access": {"enabled": SETTINGS.access_log}},
-    tracing={} if SETTINGS.tracing else {"excluded_urls": EVERY_URL},
+    **SETTINGS.request_layers(),
 )
 class Engine:
     """Worker *i* owns GPU *i* (onnxruntime's ``device_id``); every front worker's requests reach one of them."""
@@ -52,9 +51,8 @@ class ProtocolRoutes:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "")
         server = bentoml.get_current_service().server if scope["type"] == "http" else None
-        if server is not None and (path == "/v2" or path.startswith("/v2/")):
+        if server is not None and is_v2(scope["path"]):
             return await server(scope, receive, send)
         await self.app(scope, receive, send)
 

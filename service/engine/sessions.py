@@ -8,9 +8,9 @@ import onnxruntime as ort
 from contract import ModelMetadata
 
 from ..catalog import Entry
+from ..config import CUDA
 
 log = logging.getLogger("resnet.engine")
-CUDA = "CUDAExecutionProvider"
 
 
 def make_session(
