@@ -32,9 +32,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="one class name per line (default: ImageNet's for 1000)")
     p.add_argument("--name", help="model-store name (default: the variant)")
     p.add_argument(
-        "--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"],
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "fp16", "int8"],
         help="one or more of fp32 fp16 int8 (default fp32); each is its own store entry",
-    )  # fmt: skip
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, ≥ 18 (default 18)")
     p.add_argument("--policy", choices=["crop", "full"], default="crop", help="default resize policy")
     p.add_argument("--crop-resize", type=int, help="crop policy: shorter side before the crop")
@@ -64,18 +67,37 @@ def spec_from_args(args: argparse.Namespace) -> ExportSpec:
         raise ExportError("give exactly one of VARIANT or --arch")
     arch = None
     if args.arch:
-        arch = {"block": args.block, "layers": args.layers, "groups": args.groups,
-                "width_per_group": args.width_per_group, "avg_down": args.avg_down}  # fmt: skip
+        arch = {
+            "block": args.block,
+            "layers": args.layers,
+            "groups": args.groups,
+            "width_per_group": args.width_per_group,
+            "avg_down": args.avg_down,
+        }
     labels = args.labels.read_text().splitlines() if args.labels else None
     record = json.loads(args.training_record.read_text()) if args.training_record else None
     return ExportSpec(
-        variant=args.variant, arch=arch, num_classes=args.num_classes, weights=args.weights,
-        random_init=args.random_init, labels=labels, name=args.name, precisions=tuple(args.precision),
-        opset=args.opset, policy=args.policy, crop_resize=args.crop_resize, crop_size=args.crop_size,
-        short_side=args.short_side, max_long_side=args.max_long_side, tolerance=args.tolerance,
-        calibration_dir=args.calibration_dir, calibration_images=args.calibration_images,
-        training_record=record, output=args.output, to_store=not args.no_store,
-    )  # fmt: skip
+        variant=args.variant,
+        arch=arch,
+        num_classes=args.num_classes,
+        weights=args.weights,
+        random_init=args.random_init,
+        labels=labels,
+        name=args.name,
+        precisions=tuple(args.precision),
+        opset=args.opset,
+        policy=args.policy,
+        crop_resize=args.crop_resize,
+        crop_size=args.crop_size,
+        short_side=args.short_side,
+        max_long_side=args.max_long_side,
+        tolerance=args.tolerance,
+        calibration_dir=args.calibration_dir,
+        calibration_images=args.calibration_images,
+        training_record=record,
+        output=args.output,
+        to_store=not args.no_store,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

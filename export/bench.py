@@ -45,8 +45,16 @@ def compare_engines(name: str, model: torch.nn.Module, onnx: dict[str, Path], si
         for precision, sess in sessions.items():
             times[f"onnxruntime {precision}"] = median_seconds(lambda s=sess, x=x: s.run(["logits"], {"pixels": x}))
         for engine, seconds in times.items():
-            rows.append({"model": name, "engine": engine, "batch": batch, "size": size,
-                         "ms_per_batch": seconds * 1e3, "images_per_s": batch / seconds})  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "engine": engine,
+                    "batch": batch,
+                    "size": size,
+                    "ms_per_batch": seconds * 1e3,
+                    "images_per_s": batch / seconds,
+                }
+            )
     return rows
 
 
@@ -100,8 +108,9 @@ def main(out: Path, photos: list[Path]) -> None:
         run(ExportSpec(variant="resnet50", random_init=True, precisions=("fp32", "int8"), output=work, to_store=False))
     r50 = models.create("resnet50").eval()  # timing only: its weights need not be the exported ones
     shapes = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6), DEFAULT / "weights.safetensors")
-    rows = compare_engines("resnet50", r50, {"fp32": work / "resnet50" / "model.onnx",
-                                             "int8": work / "resnet50-int8" / "model.onnx"}, 224)  # fmt: skip
+    rows = compare_engines(
+        "resnet50", r50, {"fp32": work / "resnet50" / "model.onnx", "int8": work / "resnet50-int8" / "model.onnx"}, 224
+    )
     default = {
         "fp32": DEFAULT / "shapes-resnet10" / "model.onnx",
         "int8": DEFAULT / "shapes-resnet10-int8" / "model.onnx",

@@ -77,8 +77,9 @@ def throughput(model: torch.nn.Module, sessions: dict[str, ort.InferenceSession]
             times = {f"torch {device} eager fp32": median_seconds(eager)}
         for name, s in sessions.items():
             times[name] = median_seconds(lambda s=s, x=x: s.run(["logits"], {INPUT: x}))
-        rows += [{"engine": e, "batch": batch, "ms_per_batch": t * 1e3, "images_per_s": batch / t}
-                 for e, t in times.items()]  # fmt: skip
+        rows += [
+            {"engine": e, "batch": batch, "ms_per_batch": t * 1e3, "images_per_s": batch / t} for e, t in times.items()
+        ]
     return rows
 
 
@@ -98,13 +99,16 @@ def varying_batches(path: Path) -> dict:
             size = next(m for m in fixed if m >= n)
             fixed[size].run(["logits"], {INPUT: x[:size]})
 
-    return {"batch_sizes": sizes,
-            "one_session_ms_per_call": median_seconds(unpadded, runs=3, min_time=0) / len(sizes) * 1e3,
-            "padded_sessions_ms_per_call": median_seconds(padded, runs=3, min_time=0) / len(sizes) * 1e3}  # fmt: skip
+    return {
+        "batch_sizes": sizes,
+        "one_session_ms_per_call": median_seconds(unpadded, runs=3, min_time=0) / len(sizes) * 1e3,
+        "padded_sessions_ms_per_call": median_seconds(padded, runs=3, min_time=0) / len(sizes) * 1e3,
+    }
 
 
-def bound_runner(sess: ort.InferenceSession, x: np.ndarray, n_classes: int, dim: int, stride: int = 32,
-                 device: str = "cuda"):  # fmt: skip
+def bound_runner(
+    sess: ort.InferenceSession, x: np.ndarray, n_classes: int, dim: int, stride: int = 32, device: str = "cuda"
+):
     """A call with every input and output in fixed CUDA buffers (I/O binding), as CUDA graphs require;
     the logits are copied back to the host each call, as ``run`` does."""
     n, h, w = x.shape[:3]
@@ -167,8 +171,14 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # a strict fp32 reference
     torch.backends.cudnn.benchmark = True
 
-    spec = ExportSpec(variant="resnet50", random_init=True, precisions=("fp32", "fp16"), output=args.out / "models",
-                      to_store=False, parity_shapes=[(2, 224, 224)])  # fmt: skip
+    spec = ExportSpec(
+        variant="resnet50",
+        random_init=True,
+        precisions=("fp32", "fp16"),
+        output=args.out / "models",
+        to_store=False,
+        parity_shapes=[(2, 224, 224)],
+    )
     torch.manual_seed(0)
     run(spec)
     torch.manual_seed(0)
@@ -177,8 +187,9 @@ def main() -> None:
     r50 = {"fp32": folder / "resnet50" / "model.onnx", "fp16": folder / "resnet50-fp16" / "model.onnx"}
     r50 = engines(r50, has_cuda)
     default = engines({"fp32": ROOT / "default_model" / "shapes-resnet10" / "model.onnx"}, has_cuda)
-    shapes = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6),
-                                    ROOT / "default_model" / "weights.safetensors").eval()  # fmt: skip
+    shapes = models.load_checkpoint(
+        models.create("resnet10_shapes", num_classes=6), ROOT / "default_model" / "weights.safetensors"
+    ).eval()
     for name, s in r50.items():
         if "CUDA" in name and s.get_providers()[0] != CUDA:
             sys.exit(f"{name}: onnxruntime offers CUDA but the session fell back to {s.get_providers()}")

@@ -294,7 +294,14 @@ def run(spec: ExportSpec) -> list[Path]:
         for precision, (report, notes) in checked.items():
             entry = name if precision == "fp32" else f"{name}-{precision}"
             notes = [*notes, *slower.get(precision, [])]
-            meta = ModelMetadata(name=entry, **shared, precision=precision, parity=report, speed=speed, notes=notes,
-                                 quantization=recipe if precision == "int8" else None)  # fmt: skip
+            meta = ModelMetadata(
+                name=entry,
+                **shared,
+                precision=precision,
+                parity=report,
+                speed=speed,
+                notes=notes,
+                quantization=recipe if precision == "int8" else None,
+            )
             written.append(package(work / entry, files[precision], model.get_classifier(), meta))
         return save(spec, written)

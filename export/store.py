@@ -52,8 +52,13 @@ def save(folder: Path) -> bentoml.Model:
         "onnx_sha256": sha256(folder / "model.onnx"),
         "files_sha256": files_digest,
     }
-    summary = {"num_classes": meta.num_classes, "opset": meta.opset, "parameters": meta.parameters,
-               "embedding_dim": meta.embedding_dim, "parity_worst": meta.parity["worst"]}  # fmt: skip
+    summary = {
+        "num_classes": meta.num_classes,
+        "opset": meta.opset,
+        "parameters": meta.parameters,
+        "embedding_dim": meta.embedding_dim,
+        "parity_worst": meta.parity["worst"],
+    }
     with bentoml.models.create(meta.name, labels=labels, metadata=summary) as model:
         for file in FILES:
             shutil.copy2(folder / file, Path(model.path) / file)

@@ -31,8 +31,13 @@ parameters {{ key: "labels" value: {{ string_value: {labels} }} }}
 
 def config(meta: dict, name: str, max_batch_size: int) -> str:
     """config.pbtxt text for a model's metadata (Triton's dims leave out the batch dimension)."""
-    return CONFIG.format(name=name, max_batch_size=max_batch_size, classes=meta["num_classes"],
-                         channels=meta["embedding_dim"], labels=json.dumps(json.dumps(meta["labels"])))  # fmt: skip
+    return CONFIG.format(
+        name=name,
+        max_batch_size=max_batch_size,
+        classes=meta["num_classes"],
+        channels=meta["embedding_dim"],
+        labels=json.dumps(json.dumps(meta["labels"])),
+    )
 
 
 def write_repository(folder: Path, out: Path, max_batch_size: int = 32, name: str | None = None) -> Path:

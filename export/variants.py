@@ -55,8 +55,10 @@ def amx_weights(model: onnx.ModelProto, zero_point: int = 1) -> dict:
     for node in (n for n in model.graph.node if n.op_type == "Conv"):
         w = numpy_helper.to_array(weights[node.input[1]])
         peak = np.abs(w.reshape(w.shape[0], -1)).max(1)
-        overrides[node.input[1]] = [{"axis": 0, "scale": np.float32(max(a, 1e-8) / (127 - zero_point)),
-                                     "zero_point": np.int8(zero_point)} for a in peak]  # fmt: skip
+        overrides[node.input[1]] = [
+            {"axis": 0, "scale": np.float32(max(a, 1e-8) / (127 - zero_point)), "zero_point": np.int8(zero_point)}
+            for a in peak
+        ]
     return overrides
 
 
@@ -84,6 +86,12 @@ def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], amx: bool |
             extra_options={"TensorQuantOverrides": amx_weights(model)} if amx else {},
         )
     onnx.checker.check_model(onnx.load(str(dst)), full_check=True)
-    return {"format": "QDQ", "activations": "uint8 per tensor", "weights": "int8 per channel",
-            "weight_zero_point": 1 if amx else 0, "ops": OPS, "calibration": "MinMax",
-            "for": "AMX-INT8 CPUs" if amx else "VNNI CPUs"}  # fmt: skip
+    return {
+        "format": "QDQ",
+        "activations": "uint8 per tensor",
+        "weights": "int8 per channel",
+        "weight_zero_point": 1 if amx else 0,
+        "ops": OPS,
+        "calibration": "MinMax",
+        "for": "AMX-INT8 CPUs" if amx else "VNNI CPUs",
+    }

@@ -54,8 +54,12 @@ def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
     """ResNet-50 over HTTP: batching on and off, int8, `full` mixed vs fixed sizes, and the naive service;
     the fp32 and int8 points at 8 clients again with wrk, whose CPU per request is a fifth of httpx's."""
     home = fresh_home("home", MODELS / "resnet50", MODELS / "resnet50-int8")
-    env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "RESNET_PROVIDERS": "CPUExecutionProvider",
-           "RESNET_MODELS": "resnet50:latest,resnet50-int8:latest"}  # fmt: skip
+    env = {
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RESNET_PROVIDERS": "CPUExecutionProvider",
+        "RESNET_MODELS": "resnet50:latest,resnet50-int8:latest",
+    }
     # one aspect ratio (a single bucket) vs the mixed sizes and aspects of the photos
     fixed = [d for d in images if Image.open(io.BytesIO(d)).size == Image.open(io.BytesIO(images[0])).size]
     concurrencies, s = (1, 4, 16, 64), seconds
@@ -72,8 +76,9 @@ def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
         points["full fixed c8"] = load(url, "classify", fixed, 8, s, policy="full")
     with serve("service.service:Classifier", {**env, "RESNET_BATCHING": "0"}, OUT / "server-nobatch.log") as url:
         series["fp32, no batching"] = [load(url, "classify", images, c, s, policy="crop") for c in concurrencies]
-    with serve("loadtest.naive_service:Naive", {**env, "NAIVE_MODEL": str(MODELS / "resnet50")},
-               OUT / "server-naive.log") as url:  # fmt: skip
+    with serve(
+        "loadtest.naive_service:Naive", {**env, "NAIVE_MODEL": str(MODELS / "resnet50")}, OUT / "server-naive.log"
+    ) as url:
         series["naive fp32"] = [load(url, "classify", images, c, s) for c in (1, 8)]
         points["naive c8"] = series["naive fp32"][1]
     return series, points

@@ -51,8 +51,15 @@ async def _drive(url: str, route: str, bodies: list[bytes], concurrency: int, co
     return latencies
 
 
-def cpu_per_request(url: str, roots: list[int], bodies: list[bytes], concurrency: int, count: int,
-                    route: str = "classify", **fields: str) -> dict:  # fmt: skip
+def cpu_per_request(
+    url: str,
+    roots: list[int],
+    bodies: list[bytes],
+    concurrency: int,
+    count: int,
+    route: str = "classify",
+    **fields: str,
+) -> dict:
     """Server CPU-ms per request (summed over the trees of ``roots``), the client's, and latency,
     for ``count`` requests after a warm-up."""
     asyncio.run(_drive(url, route, bodies, concurrency, max(50, count // 10), fields))
@@ -61,6 +68,12 @@ def cpu_per_request(url: str, roots: list[int], bodies: list[bytes], concurrency
     latencies = asyncio.run(_drive(url, route, bodies, concurrency, count, fields))
     server, client = cpu_seconds(pids) - server, time.process_time() - client
     wall = time.perf_counter() - wall
-    return {"concurrency": concurrency, "requests": count, "processes": len(pids),
-            "server_cpu_ms": server * 1e3 / count, "client_cpu_ms": client * 1e3 / count,
-            "p50_ms": statistics.median(latencies), "requests_per_s": count / wall}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "requests": count,
+        "processes": len(pids),
+        "server_cpu_ms": server * 1e3 / count,
+        "client_cpu_ms": client * 1e3 / count,
+        "p50_ms": statistics.median(latencies),
+        "requests_per_s": count / wall,
+    }

@@ -71,11 +71,17 @@ async def _load(url: str, route: str, images: list[bytes], concurrency: int, sec
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
-            "images_per_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies), "p99_ms": q[98],
-            "mean_batch": statistics.mean(batches) if batches else 1.0,
-            "mpixels_per_s": sum(pixels) / elapsed / 1e6 if pixels else None,
-            **{f"{k}_p50": statistics.median(v) if v else None for k, v in parts.items()}}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "images_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": q[98],
+        "mean_batch": statistics.mean(batches) if batches else 1.0,
+        "mpixels_per_s": sum(pixels) / elapsed / 1e6 if pixels else None,
+        **{f"{k}_p50": statistics.median(v) if v else None for k, v in parts.items()},
+    }
 
 
 def load(url, route, images, concurrency, seconds, **fields) -> dict:

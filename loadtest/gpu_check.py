@@ -41,9 +41,15 @@ def served_agreement(url: str, images: list[bytes]) -> dict:
     """fp16 vs fp32 through the service: top-1 agreement and the largest top-1 probability gap."""
     same, gap = 0, 0.0
     for data in images:
-        answers = [httpx.post(f"{url}/classify", files={"image": ("x.jpg", data, "image/jpeg")},
-                              data={"model": m, "top_k": "1"}, timeout=60).json()["predictions"][0]
-                   for m in ("resnet50", "resnet50-fp16")]  # fmt: skip
+        answers = [
+            httpx.post(
+                f"{url}/classify",
+                files={"image": ("x.jpg", data, "image/jpeg")},
+                data={"model": m, "top_k": "1"},
+                timeout=60,
+            ).json()["predictions"][0]
+            for m in ("resnet50", "resnet50-fp16")
+        ]
         same += answers[0]["index"] == answers[1]["index"]
         gap = max(gap, abs(answers[0]["probability"] - answers[1]["probability"]))
     return {"images": len(images), "top1_agreement": same / len(images), "max_probability_gap": gap}
@@ -103,23 +109,37 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
         points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
         result["served_nvimgcodec"] = [{"model": "resnet50-fp16", **r} for r in points]
     fp16 = out / "models" / "resnet50-fp16"
-    subprocess.run([sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
-                   cwd=ROOT, env={**os.environ, **env}, check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
     result["decode_images_per_s"] = json.loads((out / "decode.json").read_text())["decode_images_per_s"]
     return result
 
 
 def report(result: dict) -> None:
-    print(json.dumps({k: result[k] for k in ("card", "served_providers", "served_agreement", "varying_batches",
-                                             "decode_images_per_s")}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("card", "served_providers", "served_agreement", "varying_batches", "decode_images_per_s")
+            }
+        )
+    )
     for r in result["inprocess"] + (result["cuda_levers"] or []):
-        print(f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
-              f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}")  # fmt: skip
+        print(
+            f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
+            f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
+        )
     for r in result["served"] + result["served_engine_in_each_worker"] + result["served_nvimgcodec"]:
-        print(f"served      {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
-              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
-              f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r.get('front_cpu_ms', 0):.2f}  "
-              f"engine CPU {r.get('engine_cpu_ms', 0):.2f}  GPU {r.get('gpu_utilisation')}")  # fmt: skip
+        print(
+            f"served      {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
+            f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
+            f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r.get('front_cpu_ms', 0):.2f}  "
+            f"engine CPU {r.get('engine_cpu_ms', 0):.2f}  GPU {r.get('gpu_utilisation')}"
+        )
 
 
 def main() -> None:
@@ -134,8 +154,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cpu = ["--allow-cpu"] if args.allow_cpu else []
     if not (out / "inprocess.json").is_file():
-        subprocess.run([sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu],
-                       cwd=ROOT, check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu], cwd=ROOT, check=True
+        )
     result = json.loads((out / "inprocess.json").read_text())
     env = {
         "BENTOML_HOME": str(out / "home"),

@@ -24,11 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "default_model" / "shapes-resnet10"
 PY = sys.executable
 # py-spy frames → stage, first match from the innermost frame outwards
-STAGES = [("onnxruntime", ("onnxruntime",)), ("decode + resize (Pillow)", ("PIL/", "preprocess.py")),
-          ("multipart parse", ("forms.py", "python_multipart")),
-          ("labels, JSON, metrics (service code)", ("service/", "pydantic", "prometheus_client", "json/")),
-          ("HTTP server + ASGI stack", ("uvicorn", "httptools", "starlette", "bentoml", "opentelemetry", "h11")),
-          ("event loop, threads", ("asyncio", "anyio", "threading", "concurrent", "queue.py"))]  # fmt: skip
+STAGES = [
+    ("onnxruntime", ("onnxruntime",)),
+    ("decode + resize (Pillow)", ("PIL/", "preprocess.py")),
+    ("multipart parse", ("forms.py", "python_multipart")),
+    ("labels, JSON, metrics (service code)", ("service/", "pydantic", "prometheus_client", "json/")),
+    ("HTTP server + ASGI stack", ("uvicorn", "httptools", "starlette", "bentoml", "opentelemetry", "h11")),
+    ("event loop, threads", ("asyncio", "anyio", "threading", "concurrent", "queue.py")),
+]
 WAITING = ("Runner.run", "select", "wait", "Queue.get", "_worker", "poll")  # innermost frames of an idle thread
 PY_SPY = Path(sys.executable).with_name("py-spy")
 MANAGED = "fronts + an engine beside them, one command (RESNET_ENGINES=1: the GPU host's topology)"
@@ -47,9 +50,28 @@ def stage(stack: list[str]) -> str | None:
 
 def profile(pids: list[int], seconds: int, out: Path) -> dict[str, float]:
     """Share of busy py-spy samples per stage, over every thread of ``pids``."""
-    runs = [subprocess.Popen([str(PY_SPY), "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "-f", "raw",
-                              "-o", str(out / f"py-spy-{pid}.raw"), "--nonblocking"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids]  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            [
+                str(PY_SPY),
+                "record",
+                "-p",
+                str(pid),
+                "-d",
+                str(seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out / f"py-spy-{pid}.raw"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
     for run in runs:
         run.wait()
     counts: collections.Counter = collections.Counter()
@@ -66,8 +88,13 @@ def profile(pids: list[int], seconds: int, out: Path) -> dict[str, float]:
 def _store(home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
     folders = [str(DEFAULT), str(DEFAULT.with_name("shapes-resnet10-int8"))]
-    subprocess.run([PY, "-m", "export.store", *folders], cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(home)},
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [PY, "-m", "export.store", *folders],
+        cwd=ROOT,
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
 
 
 def _points(url: str, roots: list[int], photos: list[bytes], count: int) -> list[dict]:
@@ -77,8 +104,9 @@ def _points(url: str, roots: list[int], photos: list[bytes], count: int) -> list
 def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int = 1500) -> dict:
     home = out / "overhead-home"
     _store(home)
-    subprocess.run([PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files)],
-                   cwd=ROOT, check=True)  # fmt: skip
+    subprocess.run(
+        [PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files)], cwd=ROOT, check=True
+    )
     floor = json.loads((out / "floor.json").read_text())["cpu_floor_ms"]["full"]
     env = {"BENTOML_HOME": str(home), "RESNET_PROVIDERS": "CPUExecutionProvider"}
     rows, shares = {}, {}
@@ -105,23 +133,35 @@ def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int 
 
 def targets(o: dict) -> list[tuple[str, float, float]]:
     served = o["rows"]["in process (make serve)"]
-    rows = [(f"server CPU per request ≤ 1.5× the in-process floor, {r['concurrency']} client(s) (floor × 1.5 / "
-             f"measured)", 1.5 * o["floor_ms"] / r["server_cpu_ms"], 1.0) for r in served]  # fmt: skip
+    rows = [
+        (
+            f"server CPU per request ≤ 1.5× the in-process floor, {r['concurrency']} client(s) (floor × 1.5 / "
+            f"measured)",
+            1.5 * o["floor_ms"] / r["server_cpu_ms"],
+            1.0,
+        )
+        for r in served
+    ]
     split = o["rows"][MANAGED][-1]
     name = "GPU host's topology (on CPU): server CPU per request ≤ 1.6× the floor, 8 clients (floor × 1.6 / measured)"
     return [*rows, (name, 1.6 * o["floor_ms"] / split["server_cpu_ms"], 1.0)]
 
 
 def section(o: dict) -> str:
-    lines = ["| configuration | clients | server CPU-ms / request | × floor | client CPU-ms / request | p50 ms | "
-             "requests/s | processes |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| in-process floor (decode + resize + onnxruntime, 1 thread, no HTTP) | – | {o['floor_ms']:.2f} | "
-             "1.00 | – | – | – | 1 |"]  # fmt: skip
+    lines = [
+        "| configuration | clients | server CPU-ms / request | × floor | client CPU-ms / request | p50 ms | "
+        "requests/s | processes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| in-process floor (decode + resize + onnxruntime, 1 thread, no HTTP) | – | {o['floor_ms']:.2f} | "
+        "1.00 | – | – | – | 1 |",
+    ]
     for name, points in o["rows"].items():
         for r in points:
-            lines.append(f"| {name} | {r['concurrency']} | {r['server_cpu_ms']:.2f} | "
-                         f"{r['server_cpu_ms'] / o['floor_ms']:.2f} | {r['client_cpu_ms']:.2f} | {r['p50_ms']:.1f} | "
-                         f"{r['requests_per_s']:.0f} | {r['processes']} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {r['concurrency']} | {r['server_cpu_ms']:.2f} | "
+                f"{r['server_cpu_ms'] / o['floor_ms']:.2f} | {r['client_cpu_ms']:.2f} | {r['p50_ms']:.1f} | "
+                f"{r['requests_per_s']:.0f} | {r['processes']} |"
+            )
     spy = "\n".join(f"| {name} | {share:.0%} |" for name, share in o["profile"].items())
     return f"""
 ## Serving overhead: server CPU per request (default model, {o["photos"]} real JPEG photos, `full`)

@@ -12,8 +12,14 @@ DOCS = ROOT / "docs"
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
@@ -84,14 +90,30 @@ def gpu_section(path: Path) -> str:
             w["max_rel"], w["top1"] = max(w["max_rel"], r["max_rel"]), min(w["top1"], r["top1"])
     v, m = g["varying_batches"], g["machine"]
     workers = g.get("served_env", {}).get("RESNET_FRONT_WORKERS", m["cores"] // 2)
-    cols_par = [("model", "model", "s"), ("engine", "engine", "s"), ("max_rel", "max error ÷ largest logit", ".1e"),
-                ("top1", "top-1 agreement", ".2f")]  # fmt: skip
-    cols_in = [("engine", "engine", "s"), ("batch", "batch", "d"), ("ms_per_batch", "ms / batch", ".2f"),
-               ("images_per_s", "images/s", ".0f")]  # fmt: skip
-    cols_http = [("model", "model", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".0f"),
-                 ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("mean_batch", "mean batch", ".1f"),
-                 ("preprocess_ms_p50", "decode p50 ms", ".1f"), ("inference_ms_p50", "engine p50 ms", ".1f"),
-                 ("errors", "errors", "d"), ("client_cpu_ms", "load client CPU-ms / request", ".2f")]  # fmt: skip
+    cols_par = [
+        ("model", "model", "s"),
+        ("engine", "engine", "s"),
+        ("max_rel", "max error ÷ largest logit", ".1e"),
+        ("top1", "top-1 agreement", ".2f"),
+    ]
+    cols_in = [
+        ("engine", "engine", "s"),
+        ("batch", "batch", "d"),
+        ("ms_per_batch", "ms / batch", ".2f"),
+        ("images_per_s", "images/s", ".0f"),
+    ]
+    cols_http = [
+        ("model", "model", "s"),
+        ("concurrency", "clients", "d"),
+        ("images_per_s", "images/s", ".0f"),
+        ("p50_ms", "p50 ms", ".1f"),
+        ("p99_ms", "p99 ms", ".1f"),
+        ("mean_batch", "mean batch", ".1f"),
+        ("preprocess_ms_p50", "decode p50 ms", ".1f"),
+        ("inference_ms_p50", "engine p50 ms", ".1f"),
+        ("errors", "errors", "d"),
+        ("client_cpu_ms", "load client CPU-ms / request", ".2f"),
+    ]
     return f"""
 ## GPU: {g["card"]["name"]} (`make gpu-check`, {g["seconds"]:.0f} s unattended)
 
@@ -128,25 +150,49 @@ def gpu_extras(g: dict) -> str:
     """The parts of a `make gpu-check` run that older runs lack: CUDA levers, GPU decoding, served with it."""
     out = ""
     if g.get("cuda_levers"):
-        cols = [("lever", "CUDA provider lever (fp16)", "s"), ("batch", "batch", "d"),
-                ("images_per_s", "images/s", ".0f"), ("error", "error", "s")]  # fmt: skip
+        cols = [
+            ("lever", "CUDA provider lever (fp16)", "s"),
+            ("batch", "batch", "d"),
+            ("images_per_s", "images/s", ".0f"),
+            ("error", "error", "s"),
+        ]
         out += f"\n### In process: onnxruntime CUDA options\n\n{table(g['cuda_levers'], cols)}\n"
     if rates := g.get("decode_images_per_s"):
         nv = rates.get("nvimgcodec")
-        out += (f"\nDecode + `crop` resize alone, one thread: Pillow {rates['pillow']:.0f} images/s, nvImageCodec "
-                f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n")  # fmt: skip
+        out += (
+            f"\nDecode + `crop` resize alone, one thread: Pillow {rates['pillow']:.0f} images/s, nvImageCodec "
+            f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n"
+        )
     if g.get("served_nvimgcodec"):
-        cols = [("model", "model", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".0f"),
-                ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("errors", "errors", "d")]  # fmt: skip
+        cols = [
+            ("model", "model", "s"),
+            ("concurrency", "clients", "d"),
+            ("images_per_s", "images/s", ".0f"),
+            ("p50_ms", "p50 ms", ".1f"),
+            ("p99_ms", "p99 ms", ".1f"),
+            ("errors", "errors", "d"),
+        ]
         out += f"\nServed with `RESNET_DECODER=nvimgcodec`:\n\n{table(g['served_nvimgcodec'], cols)}\n"
     return out
 
 
-COLS_IN = [("model", "model", "s"), ("engine", "engine", "s"), ("batch", "batch", "d"),
-           ("ms_per_batch", "ms / batch (median)", ".1f"), ("images_per_s", "images/s", ".1f")]  # fmt: skip
-COLS_HTTP = [("name", "configuration", "s"), ("concurrency", "clients", "d"), ("images_per_s", "images/s", ".1f"),
-             ("p50_ms", "p50 ms", ".1f"), ("p99_ms", "p99 ms", ".1f"), ("mean_batch", "mean batch", ".2f"),
-             ("errors", "errors", "d"), ("client_cpu_ms", "load client CPU-ms / request", ".2f")]  # fmt: skip
+COLS_IN = [
+    ("model", "model", "s"),
+    ("engine", "engine", "s"),
+    ("batch", "batch", "d"),
+    ("ms_per_batch", "ms / batch (median)", ".1f"),
+    ("images_per_s", "images/s", ".1f"),
+]
+COLS_HTTP = [
+    ("name", "configuration", "s"),
+    ("concurrency", "clients", "d"),
+    ("images_per_s", "images/s", ".1f"),
+    ("p50_ms", "p50 ms", ".1f"),
+    ("p99_ms", "p99 ms", ".1f"),
+    ("mean_batch", "mean batch", ".2f"),
+    ("errors", "errors", "d"),
+    ("client_cpu_ms", "load client CPU-ms / request", ".2f"),
+]
 
 
 def targets_table(targets: list[tuple[str, float, float]]) -> str:

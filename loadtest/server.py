@@ -27,15 +27,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(target: str, env: dict, log: Path, cwd: Path = ROOT, ready_timeout: float = 240, command=None,
-          ready_path: str = "/readyz", port: int | None = None):  # fmt: skip
+def serve(
+    target: str,
+    env: dict,
+    log: Path,
+    cwd: Path = ROOT,
+    ready_timeout: float = 240,
+    command=None,
+    ready_path: str = "/readyz",
+    port: int | None = None,
+):
     """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag),
     or for ``command`` (an argument list; ``--port N`` is appended) when one is given."""
     port = port or free_port()
     cmd = [*(command or [sys.executable, "-m", "bentoml", "serve", target]), "--port", str(port)]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = Server(f"http://127.0.0.1:{port}")
     url.pid = proc.pid
     try:

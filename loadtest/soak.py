@@ -36,9 +36,11 @@ def mixed_requests(folder: Path, sides=(64, 150, 333, 640)) -> list[tuple[str, l
         img.save(buf, fmt)
         part = ("x." + fmt.lower(), buf.getvalue(), f"image/{fmt.lower()}")
         policy = "full" if side % 2 else "crop"
-        out += [("classify", [("image", part)], {"policy": policy}),
-                ("classify_batch", [("images", part)] * 3, {"policy": policy}),
-                ("explain", [("image", part)], {"policy": policy})]  # fmt: skip
+        out += [
+            ("classify", [("image", part)], {"policy": policy}),
+            ("classify_batch", [("images", part)] * 3, {"policy": policy}),
+            ("explain", [("image", part)], {"policy": policy}),
+        ]
     return out
 
 
@@ -68,6 +70,10 @@ def soak(url: str, home: Path, bodies: list, requests: int, warmup: int = 300, c
     statuses = asyncio.run(_drive(url, bodies, requests, concurrency))
     after = {p.pid: p.memory_info().rss for p in procs}
     growth = {pid: after[pid] / before[pid] - 1 for pid in before}
-    return {"requests": requests, "statuses": dict(statuses), "processes": len(procs),
-            "rss_mb_before": {pid: b / 2**20 for pid, b in before.items()},
-            "max_growth": max(growth.values())}  # fmt: skip
+    return {
+        "requests": requests,
+        "statuses": dict(statuses),
+        "processes": len(procs),
+        "rss_mb_before": {pid: b / 2**20 for pid, b in before.items()},
+        "max_growth": max(growth.values()),
+    }

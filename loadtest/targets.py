@@ -43,15 +43,21 @@ def served(inproc: dict, series: dict, points: dict) -> list[Target]:
     # Under saturation only: beyond it, requests over the engine's queue budget get 503 by design.
     under = [p for p in [*points.values(), *(x for v in series.values() for x in v)] if p["concurrency"] <= 8]
     return [
-        ("served fp32 `crop` at concurrency 8 ≥ 0.95× model-only throughput (wrk)", ips["fp32 c8 wrk"] / model_only,
-         0.95),
-        ("p50 at concurrency 1 ≤ model-only p50 + 2 ms (budget / measured)",
-         (r.ms("resnet50", "onnxruntime fp32", 1) + 2) / c1["p50_ms"], 1.0),
+        (
+            "served fp32 `crop` at concurrency 8 ≥ 0.95× model-only throughput (wrk)",
+            ips["fp32 c8 wrk"] / model_only,
+            0.95,
+        ),
+        (
+            "p50 at concurrency 1 ≤ model-only p50 + 2 ms (budget / measured)",
+            (r.ms("resnet50", "onnxruntime fp32", 1) + 2) / c1["p50_ms"],
+            1.0,
+        ),
         ("int8 served ≥ 2.5× the naive fp32 service (concurrency 8)", ips["int8 c8"] / ips["naive c8"], 2.5),
         ("`full`, mixed sizes: mean batch > 1 at concurrency 8", mixed["mean_batch"], 1.0001),
         ("`full`, mixed: pixel throughput ≥ 0.8× fixed-size", mixed["mpixels_per_s"] / fixed["mpixels_per_s"], 0.8),
         ("zero failed requests at concurrency ≤ 8", float(sum(p["errors"] for p in under) == 0), 1.0),
-    ]  # fmt: skip
+    ]
 
 
 def soak(soaked: dict) -> list[Target]:

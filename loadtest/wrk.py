@@ -60,16 +60,36 @@ def script(photos: list[Path], path: str, fields: dict[str, str], token: str = "
     }
 
 
-def run(url: str, photos: list[Path], clients: int, seconds: float, threads: int = 0, route: str = "classify",
-        token: str = "", **fields: str) -> dict:  # fmt: skip
+def run(
+    url: str,
+    photos: list[Path],
+    clients: int,
+    seconds: float,
+    threads: int = 0,
+    route: str = "classify",
+    token: str = "",
+    **fields: str,
+) -> dict:
     """One load point: ``clients`` connections for ``seconds``; figures per request, wrk's CPU beside them."""
     threads = max(1, min(clients, threads or (os.cpu_count() or 2) // 4))
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script(photos, f"/{route}", fields, token))
         lua.flush()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cmd = [binary(), "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "30s",
-               "-s", lua.name, url]  # fmt: skip
+        cmd = [
+            binary(),
+            "-t",
+            str(threads),
+            "-c",
+            str(clients),
+            "-d",
+            f"{seconds:g}s",
+            "--timeout",
+            "30s",
+            "-s",
+            lua.name,
+            url,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
@@ -78,10 +98,19 @@ def run(url: str, photos: list[Path], clients: int, seconds: float, threads: int
     w = json.loads(line.removeprefix("WRK_JSON "))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ok = w["requests"] - w["non_2xx"]
-    return {"concurrency": clients, "threads": threads, "requests": w["requests"], "errors": w["non_2xx"],
-            "socket_errors": w["socket_errors"], "images_per_s": ok / (w["duration_us"] / 1e6),
-            "p50_ms": w["p50_us"] / 1e3, "p90_ms": w["p90_us"] / 1e3, "p99_ms": w["p99_us"] / 1e3,
-            "max_ms": w["max_us"] / 1e3, "client_cpu_ms": cpu * 1e3 / max(1, w["requests"])}  # fmt: skip
+    return {
+        "concurrency": clients,
+        "threads": threads,
+        "requests": w["requests"],
+        "errors": w["non_2xx"],
+        "socket_errors": w["socket_errors"],
+        "images_per_s": ok / (w["duration_us"] / 1e6),
+        "p50_ms": w["p50_us"] / 1e3,
+        "p90_ms": w["p90_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3,
+        "max_ms": w["max_us"] / 1e3,
+        "client_cpu_ms": cpu * 1e3 / max(1, w["requests"]),
+    }
 
 
 def sweep(url: str, photos: list[Path], clients: list[int], seconds: float, **options) -> list[dict]:

@@ -45,8 +45,20 @@ def _outline(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
         ]
     elif kind == "cross":
         a, b = 0.7 * r, 0.24 * r  # arm half-length and half-width: circumradius ≈ r
-        points = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a),
-                  (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)]  # fmt: skip
+        points = [
+            (b, a),
+            (b, b),
+            (a, b),
+            (a, -b),
+            (b, -b),
+            (b, -a),
+            (-b, -a),
+            (-b, -b),
+            (-a, -b),
+            (-a, b),
+            (-b, b),
+            (-b, a),
+        ]
     else:
         raise ValueError(f"unknown shape {kind!r}")
     c, s = math.cos(angle), math.sin(angle)

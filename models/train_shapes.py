@@ -128,8 +128,9 @@ def train(cfg: TrainConfig, out: Path) -> dict:
                 x = F.interpolate(x, scale_factor=f, mode="bilinear", antialias=True)
             if torch.rand(1, generator=gen).item() < 0.5:
                 x = x.flip(3)
-            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels,
-                                   label_smoothing=cfg.label_smoothing)  # fmt: skip
+            loss = F.cross_entropy(
+                model(x.contiguous(memory_format=torch.channels_last)), labels, label_smoothing=cfg.label_smoothing
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -161,8 +162,7 @@ def main() -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default {value}")  # fmt: skip
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = vars(parser.parse_args())
     out = args.pop("out")

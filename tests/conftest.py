@@ -28,8 +28,12 @@ def url(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml")
     import_models(home, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
     models = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
-    env = {"RESNET_MODELS": models, "RESNET_MAX_LATENCY_MS": "10000", "RESNET_MAX_BODY_BYTES": str(4 * 2**20),
-           "RESNET_MAX_CONCURRENCY": "512"}  # fmt: skip
+    env = {
+        "RESNET_MODELS": models,
+        "RESNET_MAX_LATENCY_MS": "10000",
+        "RESNET_MAX_BODY_BYTES": str(4 * 2**20),
+        "RESNET_MAX_CONCURRENCY": "512",
+    }
     with serve(home, home / "server.log", **env) as base:
         yield base
 
@@ -53,8 +57,14 @@ def split_servers(root: Path, engine_env: dict | None = None):
     with serve_command("engine", env, engine_log, command=command, ready_path="/v2/health/ready") as engine:
         front_env = {"RESNET_MODELS": models, "RESNET_ENGINE_URL": engine, "RESNET_ENGINE_TOKEN": token}
         with serve(front_home, front_home / "front.log", **front_env) as front:
-            yield {"engine": engine, "front": front, "token": token, "engine_log": engine_log, "env": env,
-                   "command": command}  # fmt: skip
+            yield {
+                "engine": engine,
+                "front": front,
+                "token": token,
+                "engine_log": engine_log,
+                "env": env,
+                "command": command,
+            }
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,11 @@ def huge_png() -> bytes:
 def url(tmp_path_factory):
     home = tmp_path_factory.mktemp("connections")
     import_models(home, DEFAULT)
-    env = {"RESNET_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S), "RESNET_TIMEOUT_S": "0.1",
-           "RESNET_MAX_BODY_BYTES": str(200 * 2**20)}  # fmt: skip
+    env = {
+        "RESNET_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "RESNET_TIMEOUT_S": "0.1",
+        "RESNET_MAX_BODY_BYTES": str(200 * 2**20),
+    }
     with serve(home, home / "server.log", **env) as url:
         yield url
 

@@ -47,9 +47,15 @@ def test_a_broken_model_json_is_refused_with_the_field_at_fault(tmp_path, change
 
 @pytest.mark.parametrize(
     ("size", "bucket"),
-    [((112, 112), (112, 112)), ((224, 112), (240, 112)), ((112, 600), (112, 336)), ((300, 200), (176, 112)),
-     ((201, 100), (240, 112)), ((100, 141), (112, 144))],
-)  # fmt: skip
+    [
+        ((112, 112), (112, 112)),
+        ((224, 112), (240, 112)),
+        ((112, 600), (112, 336)),
+        ((300, 200), (176, 112)),
+        ((201, 100), (240, 112)),
+        ((100, 141), (112, 144)),
+    ],
+)
 def test_full_bucket_rule(size, bucket) -> None:
     full = Full(short_side=112, max_long_side=336)
     assert full.target(*size) == bucket

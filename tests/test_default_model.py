@@ -108,9 +108,15 @@ def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
 
 def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
     meta = onnx_models["shapes-resnet10"].meta
-    spec = ExportSpec(variant="resnet10_shapes", weights=FOLDER / "weights.safetensors", num_classes=6,
-                      name="shapes-resnet10", parity_shapes=[(1, 112, 112), (2, 112, 224)],
-                      output=tmp_path, to_store=False)  # fmt: skip
+    spec = ExportSpec(
+        variant="resnet10_shapes",
+        weights=FOLDER / "weights.safetensors",
+        num_classes=6,
+        name="shapes-resnet10",
+        parity_shapes=[(1, 112, 112), (2, 112, 224)],
+        output=tmp_path,
+        to_store=False,
+    )
     (folder,) = run(spec)
     fresh = Sessions(
         catalog.read("fresh", folder),

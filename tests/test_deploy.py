@@ -74,8 +74,15 @@ def test_dockerfile_is_hadolint_clean(dockerfile: str) -> None:
 
 def test_dockerfile_is_the_one_users_are_promised() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    for needed in ("ARG BASE_IMAGE=python:3.11-slim-bookworm", "ARG PIP_CERT", "ARG EXTRAS=serve,gpu",
-                   "USER app", "HEALTHCHECK", "/readyz", "python -m service.check"):  # fmt: skip
+    for needed in (
+        "ARG BASE_IMAGE=python:3.11-slim-bookworm",
+        "ARG PIP_CERT",
+        "ARG EXTRAS=serve,gpu",
+        "USER app",
+        "HEALTHCHECK",
+        "/readyz",
+        "python -m service.check",
+    ):
         assert needed in text, needed
     final = text[text.rindex("\nFROM ") :]
     assert "torch" not in final and "pip install" not in final, "the final stage installs nothing"

@@ -89,8 +89,13 @@ def request(shape: list[int], datatype: str = "UINT8", data: list | None = None,
     return json.dumps({"inputs": [tensor], **extra}).encode()
 
 
-BINARY_PROMISE = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 32, 32, 3],
-                                         "parameters": {"binary_data_size": 3072}}]}).encode()  # fmt: skip
+BINARY_PROMISE = json.dumps(
+    {
+        "inputs": [
+            {"name": "pixels", "datatype": "UINT8", "shape": [1, 32, 32, 3], "parameters": {"binary_data_size": 3072}}
+        ]
+    }
+).encode()
 BAD = {
     "not json": (b"\x80\x04\x95 not json", None),
     "no inputs": (b'{"outputs": []}', None),
@@ -142,8 +147,14 @@ def test_front_classifies_through_the_remote_engine(split) -> None:
 def test_engine_refuses_to_listen_beyond_loopback_without_a_token(split) -> None:
     env = {k: v for k, v in split["env"].items() if k != "RESNET_ENGINE_TOKEN"}
     command = [sys.executable, "-m", "service.engine.server", "--host", "0.0.0.0", "--port", "1"]
-    run = subprocess.run(command, cwd=ROOT, env={**os.environ, **env, "RESNET_ENGINE_TOKEN": ""},
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env, "RESNET_ENGINE_TOKEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and "RESNET_ENGINE_TOKEN" in run.stderr
 
 
@@ -165,8 +176,14 @@ def test_engine_gone_means_503_then_answers_again_when_it_is_back(tmp_path) -> N
         assert httpx.get(f"{front}/models", timeout=30).json()[0]["provider"] == "engine unreachable"
         assert not_ready(front), "the probes follow the engine: traffic goes elsewhere"
         port = int(engine.rsplit(":", 1)[1])
-        with serve_command("engine again", own["env"], tmp_path / "engine2.log", command=own["command"],
-                           ready_path="/v2/health/ready", port=port):  # fmt: skip
+        with serve_command(
+            "engine again",
+            own["env"],
+            tmp_path / "engine2.log",
+            command=own["command"],
+            ready_path="/v2/health/ready",
+            port=port,
+        ):
             assert ready(front)
             r = httpx.post(f"{front}/classify", files=image, timeout=30)
             assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star"

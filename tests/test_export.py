@@ -34,8 +34,15 @@ DEEP_TOLERANCE = {"preact_resnet1001": 1e-2}
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
     tolerance = DEEP_TOLERANCE.get(name, TOLERANCE["fp32"])
-    spec = ExportSpec(variant=name, random_init=True, num_classes=10, parity_shapes=_small_shapes(name),
-                      output=tmp_path, to_store=False, tolerance=tolerance)  # fmt: skip
+    spec = ExportSpec(
+        variant=name,
+        random_init=True,
+        num_classes=10,
+        parity_shapes=_small_shapes(name),
+        output=tmp_path,
+        to_store=False,
+        tolerance=tolerance,
+    )
     (folder,) = run(spec)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["trained"] is False and meta["architecture"] == name
@@ -55,8 +62,9 @@ def test_default_parity_shapes_cover_the_required_cases() -> None:
 
 def cli(*args: str, home, check: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -66,9 +74,26 @@ def test_cli_end_to_end(tmp_path) -> None:
     home, out = tmp_path / "home", tmp_path / "out"
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"thing {i}" for i in range(4)) + "\n")
-    proc = cli("resnet18", "--random-init", "--num-classes", "4", "--labels", str(labels), "--name", "r18",
-               "--precision", "fp32", "fp16", "int8", "--policy", "full", "--output", str(out), home=home,
-               check=True)  # fmt: skip
+    proc = cli(
+        "resnet18",
+        "--random-init",
+        "--num-classes",
+        "4",
+        "--labels",
+        str(labels),
+        "--name",
+        "r18",
+        "--precision",
+        "fp32",
+        "fp16",
+        "int8",
+        "--policy",
+        "full",
+        "--output",
+        str(out),
+        home=home,
+        check=True,
+    )
     for stage in ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "speed of", "save"):
         assert stage in proc.stderr
     for entry, precision in (("r18", "fp32"), ("r18-fp16", "fp16"), ("r18-int8", "int8")):
@@ -80,8 +105,13 @@ def test_cli_end_to_end(tmp_path) -> None:
         # every precision timed side by side, the same figures in each model's metadata
         assert set(meta.speed.ms_per_image) == {"fp32", "fp16", "int8"} and meta.speed.batches == [1, 8]
         assert all(ms > 0 for row in meta.speed.ms_per_image.values() for ms in row)
-        slower = [b for b, a, f in zip(meta.speed.batches, meta.speed.ms_per_image[precision],
-                                       meta.speed.ms_per_image["fp32"], strict=True) if a > f]  # fmt: skip
+        slower = [
+            b
+            for b, a, f in zip(
+                meta.speed.batches, meta.speed.ms_per_image[precision], meta.speed.ms_per_image["fp32"], strict=True
+            )
+            if a > f
+        ]
         assert len([n for n in meta.notes if "slower than fp32" in n]) == len(slower)
     proto = onnx.load(str(out / "r18" / "model.onnx"))
     onnx.checker.check_model(proto, full_check=True)
@@ -98,8 +128,16 @@ def test_cli_end_to_end(tmp_path) -> None:
 
 
 def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -> None:
-    (folder,) = run(ExportSpec(arch={"block": "basic", "layers": [1, 1, 1, 1]}, random_init=True, name="in1k",
-                               parity_shapes=[(1, 64, 64)], output=tmp_path, to_store=False))  # fmt: skip
+    (folder,) = run(
+        ExportSpec(
+            arch={"block": "basic", "layers": [1, 1, 1, 1]},
+            random_init=True,
+            name="in1k",
+            parity_shapes=[(1, 64, 64)],
+            output=tmp_path,
+            to_store=False,
+        )
+    )
     meta = contract.read(folder)
     assert meta.num_classes == 1000 and meta.labels[:2] == ["tench", "goldfish"] and meta.labels[-1] == "toilet tissue"
     assert meta.speed is None, "one precision: nothing to compare"
@@ -107,15 +145,45 @@ def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -
 
 def test_cli_help_documents_every_option() -> None:
     proc = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
-    for option in ("--weights", "--num-classes", "--labels", "--name", "--precision", "--opset", "--policy",
-                   "--random-init", "--arch", "--groups", "--width-per-group", "--output"):  # fmt: skip
+    for option in (
+        "--weights",
+        "--num-classes",
+        "--labels",
+        "--name",
+        "--precision",
+        "--opset",
+        "--policy",
+        "--random-init",
+        "--arch",
+        "--groups",
+        "--width-per-group",
+        "--output",
+    ):
         assert option in proc.stdout
 
 
 def test_cli_ad_hoc_architecture(tmp_path) -> None:
-    cli("--arch", "resnet", "--block", "bottleneck", "--layers", "1,1,1,1", "--groups", "32", "--width-per-group", "4",
-        "--random-init", "--num-classes", "3", "--name", "adhoc", "--output", str(tmp_path / "out"),
-        home=tmp_path / "home", check=True)  # fmt: skip
+    cli(
+        "--arch",
+        "resnet",
+        "--block",
+        "bottleneck",
+        "--layers",
+        "1,1,1,1",
+        "--groups",
+        "32",
+        "--width-per-group",
+        "4",
+        "--random-init",
+        "--num-classes",
+        "3",
+        "--name",
+        "adhoc",
+        "--output",
+        str(tmp_path / "out"),
+        home=tmp_path / "home",
+        check=True,
+    )
     meta = json.loads((tmp_path / "out" / "adhoc" / "model.json").read_text())
     assert json.loads(meta["architecture"])["groups"] == 32
 

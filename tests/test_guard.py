@@ -78,9 +78,13 @@ def test_v2_routes_need_the_token_but_their_health_does_not() -> None:
 
 @pytest.mark.parametrize(
     ("headers", "refused"),
-    [({f"x-h{i}": "v" for i in range(30)}, False), ({f"x-h{i}": "v" for i in range(60)}, True),
-     ({"x-big": "v" * 3000}, False), ({"x-big": "v" * 5000}, True)],
-)  # fmt: skip
+    [
+        ({f"x-h{i}": "v" for i in range(30)}, False),
+        ({f"x-h{i}": "v" for i in range(60)}, True),
+        ({"x-big": "v" * 3000}, False),
+        ({"x-big": "v" * 5000}, True),
+    ],
+)
 def test_header_count_and_size_limits(headers: dict, refused: bool) -> None:
     r = call(app(max_body_bytes=1000, max_headers=50, max_header_bytes=4096), "GET", "/x", headers=headers)
     assert (r.status_code, r.json()["error"] if refused else r.text) == (

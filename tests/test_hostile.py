@@ -126,8 +126,9 @@ def test_exif_rotated_equals_upright(url) -> None:
     exif[0x0112] = 6
     rotated = enc(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=95)
     a = httpx.post(f"{url}/classify", files={"image": ("a.jpg", rotated)}, data={"top_k": "6"}).json()
-    b = httpx.post(f"{url}/classify", files={"image": ("b.jpg", enc(upright, "JPEG", quality=95))},
-                   data={"top_k": "6"}).json()  # fmt: skip
+    b = httpx.post(
+        f"{url}/classify", files={"image": ("b.jpg", enc(upright, "JPEG", quality=95))}, data={"top_k": "6"}
+    ).json()
     assert a["original_size"] == b["original_size"] == [300, 200]
     assert a["predictions"][0]["label"] == b["predictions"][0]["label"]
 

@@ -25,12 +25,14 @@ def failing_copy(folder) -> None:
     (producer,) = [n for n in graph.node if "logits" in n.output]
     producer.output[list(producer.output).index("logits")] = "logits_raw"
     graph.initializer.append(numpy_helper.from_array(np.zeros(200, np.float32), "table"))
-    graph.node.extend([
-        helper.make_node("ReduceMax", ["pixels"], ["brightest"], keepdims=0),
-        helper.make_node("Cast", ["brightest"], ["index"], to=onnx.TensorProto.INT64),
-        helper.make_node("Gather", ["table", "index"], ["offset"]),
-        helper.make_node("Add", ["logits_raw", "offset"], ["logits"]),
-    ])  # fmt: skip
+    graph.node.extend(
+        [
+            helper.make_node("ReduceMax", ["pixels"], ["brightest"], keepdims=0),
+            helper.make_node("Cast", ["brightest"], ["index"], to=onnx.TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["offset"]),
+            helper.make_node("Add", ["logits_raw", "offset"], ["logits"]),
+        ]
+    )
     onnx.save(model, folder / "model.onnx")
 
 
@@ -54,8 +56,10 @@ def test_a_model_failing_at_run_time_is_a_500_with_a_request_id(tmp_path) -> Non
         assert bright.status_code == 500 and body["error"] == "internal" and "retry-after" not in bright.headers
         assert re.fullmatch(r"[0-9a-f]{12}", body["request_id"]) and "Traceback" not in bright.text
         assert httpx.post(f"{url}/classify", files={"image": ("d.png", png("black"))}, timeout=30).status_code == 200
-        v2 = httpx.post(f"{url}/v2/models/shapes-resnet10/infer", json={"inputs": [
-            {"name": "pixels", "datatype": "UINT8", "shape": [1, 16, 16, 3], "data": [255] * 768}]})  # fmt: skip
+        v2 = httpx.post(
+            f"{url}/v2/models/shapes-resnet10/infer",
+            json={"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 16, 16, 3], "data": [255] * 768}]},
+        )
         assert v2.status_code == 500 and "request_id" in v2.json()["error"]
     text = log.read_text()
     assert body["request_id"] in text and "Traceback" in text and "Gather" in text, "the log has the traceback"

@@ -13,8 +13,15 @@ pytestmark = pytest.mark.xdist_group("loadtest")
 
 
 def test_loadtest_smoke(tmp_path) -> None:
-    env = {**os.environ, "DURATION": "15s", "USERS": "4", "SPAWN_RATE": "4", "PORT": str(free_port()),
-           "REPORTS": str(tmp_path), "BENTOML_HOME": str(tmp_path / "home")}  # fmt: skip
+    env = {
+        **os.environ,
+        "DURATION": "15s",
+        "USERS": "4",
+        "SPAWN_RATE": "4",
+        "PORT": str(free_port()),
+        "REPORTS": str(tmp_path),
+        "BENTOML_HOME": str(tmp_path / "home"),
+    }
     proc = subprocess.run(["bash", "loadtest/run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "SLO met" in proc.stdout + proc.stderr

@@ -10,8 +10,13 @@ from contract import Crop, Full, Preprocessing
 from service.errors import ApiError
 from service.imaging.preprocess import ImageLimits, prepare
 
-PRE = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, policy="full", crop=Crop(resize=146, size=128),
-                    full=Full(short_side=128, max_long_side=384))  # fmt: skip
+PRE = Preprocessing(
+    mean=(0.5,) * 3,
+    std=(0.25,) * 3,
+    policy="full",
+    crop=Crop(resize=146, size=128),
+    full=Full(short_side=128, max_long_side=384),
+)
 LIMITS = ImageLimits(max_pixels=10_000_000, max_aspect=20, min_side=16)
 
 

@@ -10,12 +10,23 @@ from PIL import Image
 from contract import Crop, Full, Preprocessing
 from service.imaging.preprocess import ImageLimits, prepare
 
-PRE = Preprocessing(mean=(0.5,) * 3, std=(0.25,) * 3, policy="full", crop=Crop(resize=128, size=112),
-                    full=Full(short_side=112, max_long_side=336))  # fmt: skip
+PRE = Preprocessing(
+    mean=(0.5,) * 3,
+    std=(0.25,) * 3,
+    policy="full",
+    crop=Crop(resize=128, size=112),
+    full=Full(short_side=112, max_long_side=336),
+)
 LIMITS = ImageLimits(max_pixels=4_000_000, max_aspect=20, min_side=16)
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
-FORMATS = {"PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}, "TIFF": set(MODES), "JPEG": {"L", "RGB", "CMYK"},
-           "WEBP": {"RGB", "RGBA"}, "BMP": {"1", "L", "P", "RGB"}, "GIF": {"L", "P"}}  # fmt: skip
+FORMATS = {
+    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"},
+    "TIFF": set(MODES),
+    "JPEG": {"L", "RGB", "CMYK"},
+    "WEBP": {"RGB", "RGBA"},
+    "BMP": {"1", "L", "P", "RGB"},
+    "GIF": {"L", "P"},
+}
 
 
 @st.composite

@@ -16,8 +16,10 @@ SLOW, DEADLINE_S, LIMIT = 200, 6, 8
 async def slow_upload(host: str, port: int) -> bytes:
     """The headers of a 100 kB multipart POST, then one byte a second; what the server answers."""
     reader, writer = await asyncio.open_connection(host, port)
-    head = (f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-            "Content-Length: 100000\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
     writer.write(head.encode())
     answer = b""
     try:
@@ -66,8 +68,10 @@ def test_slow_uploaders_get_408_and_hold_no_inference_capacity(tmp_path) -> None
         after = httpx.post(f"{url}/classify", files={"image": ("star.png", image, "image/png")}, timeout=30)
         assert after.status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200, "healthy afterwards"
     ok = [s for s, d in normal if s == 200 and d < 1]
-    print(f"{len(normal)} normal requests, {len(ok)} answered 200 in < 1 s; max {max(d for _, d in normal):.2f} s; "
-          f"slow: {sum(a.startswith(b'HTTP/1.1 408') for a in answers)} × 408 in {took:.1f} s")  # fmt: skip
+    print(
+        f"{len(normal)} normal requests, {len(ok)} answered 200 in < 1 s; max {max(d for _, d in normal):.2f} s; "
+        f"slow: {sum(a.startswith(b'HTTP/1.1 408') for a in answers)} × 408 in {took:.1f} s"
+    )
     assert len(normal) >= 20 and len(ok) >= 0.99 * len(normal), normal
     assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers), {a[:40] for a in answers}
 

@@ -46,8 +46,10 @@ def _more_classes(folder) -> None:
     (folder / "model.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize(("change", "message"), [(_garbage, "cannot be loaded by onnxruntime"),
-                                                 (_more_classes, "metadata contradicts the graph")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(_garbage, "cannot be loaded by onnxruntime"), (_more_classes, "metadata contradicts the graph")],
+)
 def test_broken_model_is_refused(tmp_path, change, message) -> None:
     proc = check(tmp_path / "home", broken_copy(tmp_path, change))
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr

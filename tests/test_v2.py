@@ -56,8 +56,7 @@ def test_tritonclient_classifies_a_batch_of_images_like_classify(url, binary: bo
     shapes = [sample(rng, size=(int(rng.integers(120, 500)), int(rng.integers(120, 500))), label=i) for i in range(6)]
     blobs = [STAR, *(png(s.image) for s in shapes)]  # mixed sizes: several shape buckets in one request
     wanted = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "labels")]
-    result = client(url).infer("shapes-resnet10-image", [images_input(blobs)], outputs=wanted,
-                               parameters={"top_k": 3})  # fmt: skip
+    result = client(url).infer("shapes-resnet10-image", [images_input(blobs)], outputs=wanted, parameters={"top_k": 3})
     probabilities = result.as_numpy("probabilities")
     labels = np.vectorize(lambda t: t.decode() if isinstance(t, bytes) else t)(result.as_numpy("labels"))
     assert probabilities.shape == (7, 6) and labels.shape == (7, 3)

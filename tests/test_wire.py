@@ -13,12 +13,34 @@ import pytest
 from loadtest.cpu import tree
 
 pytestmark = pytest.mark.xdist_group("server")
-CONTENT_TYPES = [None, "application/vnd.bentoml+pickle", "application/octet-stream", "application/json",
-                 "application/x-www-form-urlencoded", "text/plain", "application/python-pickle",
-                 "multipart/form-data; boundary=x"]  # fmt: skip
-ROUTES = ["/", "/infer", "/providers", "/classify", "/classify_batch", "/explain", "/embed", "/models", "/ui",
-          "/livez", "/readyz", "/metrics", "/v2", "/v2/models/shapes-resnet10/infer",
-          "/v2/models/shapes-resnet10/versions/1/infer", "/v2/repository/index"]  # fmt: skip
+CONTENT_TYPES = [
+    None,
+    "application/vnd.bentoml+pickle",
+    "application/octet-stream",
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "application/python-pickle",
+    "multipart/form-data; boundary=x",
+]
+ROUTES = [
+    "/",
+    "/infer",
+    "/providers",
+    "/classify",
+    "/classify_batch",
+    "/explain",
+    "/embed",
+    "/models",
+    "/ui",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/v2",
+    "/v2/models/shapes-resnet10/infer",
+    "/v2/models/shapes-resnet10/versions/1/infer",
+    "/v2/repository/index",
+]
 
 
 class Touch:
