@@ -43,7 +43,7 @@ def make_engine(settings: Settings, models: list[str]) -> Engine:
     url = settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
     if url:
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
-        return RemoteEngine(url, settings.engine_token, settings.timeout_s, models)
+        return RemoteEngine(url, settings.engine_token, settings.timeout_s, models, settings.max_batch_size)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
     return LocalEngine(settings)

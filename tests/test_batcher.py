@@ -1,13 +1,15 @@
-"""The engine's batching: batches form from what queued during the previous call; GPU sessions keep one size."""
+"""Batching at both ends of the protocol: batches form from what queued during the calls in flight; GPU sessions
+keep one size."""
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from service.engine.batcher import Batcher, QueueTimeout
 from service.engine.sessions import Sessions, batch_sizes
+from service.protocol.batcher import Batcher, QueueTimeout
 from service.protocol.tensors import OUTPUTS
 from tests.test_default_model import entry
 
@@ -28,6 +30,16 @@ class Recorder:
         return [i * 10 for i in items]
 
 
+def threaded(model: Recorder):
+    """The model called in a thread of its own, as the engine calls onnxruntime."""
+    pool = ThreadPoolExecutor(2)
+
+    async def run(items: list[int]) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(pool, model, items)
+
+    return run
+
+
 async def until(predicate) -> None:
     for _ in range(500):
         if predicate():
@@ -39,7 +51,7 @@ async def until(predicate) -> None:
 async def busy_batcher(budget_s: float) -> tuple[Recorder, Batcher, asyncio.Task]:
     """A batcher whose model is running request 1 and blocked until ``model.gate`` is set."""
     model = Recorder()
-    batcher = Batcher(model, max_batch_size=8, budget_s=budget_s)
+    batcher = Batcher(threaded(model), max_batch_size=8, budget_s=budget_s)
     busy = asyncio.create_task(batcher.submit([1]))
     await until(lambda: model.batches == [[1]])  # dispatched alone: nothing waits to fill a batch
     return model, batcher, busy
@@ -79,7 +91,7 @@ def test_a_failed_call_fails_its_batch_only():
     async def main():
         model = Recorder(fail_on=2)
         model.gate.set()
-        batcher = Batcher(model, max_batch_size=8, budget_s=10)
+        batcher = Batcher(threaded(model), max_batch_size=8, budget_s=10)
         with pytest.raises(RuntimeError, match="model call failed"):
             await batcher.submit([2])
         assert await batcher.submit([3]) == [30]
@@ -97,6 +109,26 @@ def test_a_cancelled_caller_is_skipped():
         model.gate.set()
         assert await busy == [10] and await kept == [30]
         assert model.batches == [[1], [3]]
+
+    asyncio.run(main())
+
+
+def test_with_two_calls_in_flight_the_third_batch_is_what_queued_meanwhile():
+    """The remote engine's client keeps a few calls in flight: a second starts at once, a third waits for a slot."""
+
+    async def main():
+        model = Recorder()
+        batcher = Batcher(threaded(model), max_batch_size=8, budget_s=10, depth=2)
+        first = asyncio.create_task(batcher.submit([1]))
+        await until(lambda: model.batches == [[1]])
+        second = asyncio.create_task(batcher.submit([2]))
+        await until(lambda: model.batches == [[1], [2]])  # not held back behind the first
+        rest = [asyncio.create_task(batcher.submit([i])) for i in range(3, 6)]
+        await asyncio.sleep(0.05)
+        assert model.batches == [[1], [2]], "both slots busy: the rest waits"
+        model.gate.set()
+        assert await asyncio.gather(first, second, *rest) == [[10], [20], [30], [40], [50]]
+        assert model.batches == [[1], [2], [3, 4, 5]]
 
     asyncio.run(main())
 

@@ -1,6 +1,7 @@
 """The engine alone as an Open Inference Protocol tensor server: tritonclient calls it, a front on another
 "host" classifies through it, and it refuses what it should, before reading what it need not."""
 
+import asyncio
 import collections
 import json
 import os
@@ -20,7 +21,8 @@ from tritonclient.utils import InferenceServerException
 from loadtest.server import serve as serve_command
 from service import catalog
 from service.engine.sessions import Sessions
-from service.protocol.tensors import OUTPUTS
+from service.protocol.client import RemoteEngine
+from service.protocol.tensors import OUTPUTS, Item
 from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
 from tests.test_wire import probe_every_socket
@@ -142,6 +144,36 @@ def test_front_classifies_through_the_remote_engine(split) -> None:
     listing = httpx.get(f"{split['front']}/models").json()
     assert {m["provider"] for m in listing} == {"CPUExecutionProvider"}, "reported by the engine"
     assert batches_run(split) >= before + 2, "the engine ran both"
+
+
+class CountingEngine(RemoteEngine):
+    """The front's client of the real engine server, counting the requests it sends."""
+
+    sent = 0
+
+    async def _infer_group(self, *args):
+        self.sent += 1
+        return await super()._infer_group(*args)
+
+
+def test_concurrent_callers_share_engine_requests_and_get_their_own_answers(split) -> None:
+    """A hop costs CPU per request on both sides: the front's client merges what its callers send meanwhile."""
+    images = pixels(16, 112, 144, seed=3)
+
+    async def main() -> tuple[list, int]:
+        engine = CountingEngine(split["engine"], split["token"], 30, ["shapes-resnet10"], max_batch_size=32)
+        try:
+            calls = [engine.infer([Item("shapes-resnet10", image, ("logits", "embedding"))]) for image in images]
+            return await asyncio.gather(*calls), engine.sent
+        finally:
+            await engine.close()
+
+    answers, sent = asyncio.run(main())
+    assert sent <= 2, f"16 concurrent callers, {sent} engine requests"
+    want = Sessions(catalog.read("ref", DEFAULT), ("CPUExecutionProvider",), 1, False).run(images, ["logits"])
+    for i, [result] in enumerate(answers):
+        assert set(result.outputs) == {"logits", "embedding"} and result.batch_size > 1
+        np.testing.assert_allclose(result.outputs["logits"], want["logits"][i], rtol=1e-4, atol=1e-4)
 
 
 def test_engine_refuses_to_listen_beyond_loopback_without_a_token(split) -> None:

@@ -1,1 +1,1 @@
-"""The only place that imports onnxruntime: sessions, the runner, the batcher, and the engine server."""
+"""The only place that imports onnxruntime: sessions, the runner, the engine in process and the engine server."""

@@ -4,14 +4,16 @@ It runs inside the front's own process (the CPU default: no hop) or alone behind
 Protocol (``python -m service.engine.server``), for GPU hosts and fronts on other machines.
 """
 
+import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import catalog
 from ..config import Settings
 from ..metrics import BATCH_SIZE, INFERENCE_SECONDS
+from ..protocol.batcher import Batcher
 from ..protocol.tensors import Item, Result
-from .batcher import Batcher
 from .runner import Runner
 from .sessions import Sessions
 
@@ -42,7 +44,10 @@ class LocalEngine:
                 spinning=settings.ort_spinning,
                 device=device,
             )
-        self.batcher = Batcher(Runner(self.models, _observe), size, settings.max_latency_ms / 1e3)
+        self.runner = Runner(self.models, _observe)
+        # its own thread: model calls never queue behind image decoding in the loop's default executor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3)
         warmed = sum(m.warmup() for m in self.models.values())
         log.warning(
             "engine ready: %d model(s), %d shape buckets warmed, %d threads, spinning %s",
@@ -52,6 +57,9 @@ class LocalEngine:
             "on" if settings.ort_spinning else "off",
         )
 
+    async def _run(self, items: list[Item]) -> list[Result | Exception]:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.runner, items)
+
     async def infer(self, items: list[Item]) -> list[Result]:
         """Results in item order; raises QueueTimeout when the queue budget runs out first."""
         return await self.batcher.submit(items)
@@ -60,7 +68,7 @@ class LocalEngine:
         return True  # warm from the start: __init__ ran every shape bucket
 
     async def close(self) -> None:
-        self.batcher.pool.shutdown(wait=False)
+        self.pool.shutdown(wait=False)
 
     async def providers(self) -> dict[str, str]:
         return {name: m.provider for name, m in self.models.items()}

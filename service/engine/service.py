@@ -22,6 +22,9 @@ log = logging.getLogger("resnet.engine")
     name="resnet-engine",
     workers=max(1, SETTINGS.engines),
     traffic={"timeout": SETTINGS.timeout_s + 5},
+    # BentoML's per-request metrics would count the fronts' internal calls and heartbeats at a cost per call; the
+    # engine's own metrics (batch sizes, model time) reach the fronts' /metrics through the shared multiprocess store.
+    metrics={"enabled": False},
     **SETTINGS.request_layers(),
 )
 class Engine:

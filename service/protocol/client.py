@@ -15,21 +15,25 @@ import numpy as np
 
 from ..errors import EngineUnavailable
 from . import codec
+from .batcher import Batcher
 from .tensors import Item, Result, group
 
 BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
 PROBE = aiohttp.ClientTimeout(total=1)  # a health probe answers quickly or counts as down
 HEARTBEAT_S = 0.5
+CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
 
 
 class RemoteEngine:
-    """``infer`` sends one request per (model, shape, outputs) group of items, all at once; the engine batches.
+    """``infer`` merges the items of concurrent callers, as the engine does, into a few calls in flight, each
+    sending one request per (model, shape, outputs) group at once.
 
     ``url`` is ``http://host:port`` or ``unix:///path/to.sock`` (the engine BentoML runs beside the fronts).
     """
 
-    def __init__(self, url: str, token: str, timeout_s: float, models: list[str]) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float, models: list[str], max_batch_size: int = 32) -> None:
         self.models, self.timeout = models, aiohttp.ClientTimeout(total=timeout_s)
+        self.batcher = Batcher(self._send, max_batch_size, timeout_s, CALLS_IN_FLIGHT)
         self.socket = url.removeprefix("unix://") if url.startswith("unix://") else None
         self.url = "http://engine" if self.socket else url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -109,15 +113,19 @@ class RemoteEngine:
         return [Result({o: tensors[o][i] for o in outputs}, ms, size) for i in range(len(pixels))]
 
     async def infer(self, items: list[Item]) -> list[Result]:
+        return await self.batcher.submit(items)
+
+    async def _send(self, items: list[Item]) -> list[Result | BaseException]:
+        """Each item's result, or the failure of its group's request."""
         groups = group(items, lambda item: (item.model, item.pixels.shape, item.outputs))
         calls = [
             self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs)
             for (model, _, outputs), idx in groups.items()
         ]
-        answered = await asyncio.gather(*calls)
-        by_item = {}
+        answered = await asyncio.gather(*calls, return_exceptions=True)
+        by_item: dict[int, Result | BaseException] = {}
         for idx, results in zip(groups.values(), answered, strict=True):
-            by_item.update(zip(idx, results, strict=True))
+            by_item.update(zip(idx, results if isinstance(results, list) else [results] * len(idx), strict=True))
         return [by_item[i] for i in range(len(items))]
 
     async def ready(self) -> bool:

@@ -1,16 +1,18 @@
-"""Dynamic batching as Triton does it: whenever the model is free, run everything queued, up to a cap.
+"""Dynamic batching as Triton does it: whenever a call may start, send everything queued, up to a cap.
+
+Both ends of the protocol use it. The engine batches model calls, one at a time (the model is one
+device). The front's client of a remote engine merges its concurrent requests into fewer engine
+calls, a few in flight, since a hop costs CPU on both sides per call, not per image.
 
 BentoML's adaptive dispatcher holds requests back to fill batches, for as long as the average of
 past queue waits; after a burst that average feeds on itself, and a lone request waits many times
-its model call. Here nothing waits on purpose: a batch is whatever arrived while
-the previous one ran, and a request still queued after ``budget_s`` is refused at that moment,
-never run late.
+its model call. Here nothing waits on purpose: a batch is whatever arrived while the calls in flight
+ran, and a request still queued after ``budget_s`` is refused at that moment, never run late.
 """
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 
 from ..errors import EngineUnavailable
 
@@ -20,13 +22,16 @@ class QueueTimeout(EngineUnavailable):
 
 
 class Batcher:
-    def __init__(self, run: Callable[[list], list], max_batch_size: int, budget_s: float) -> None:
-        self.run, self.max_batch_size, self.budget_s = run, max_batch_size, budget_s
+    """``run`` takes a batch of items and returns each one's result or exception, in order."""
+
+    def __init__(
+        self, run: Callable[[list], Awaitable[list]], max_batch_size: int, budget_s: float, depth: int = 1
+    ) -> None:
+        self.run, self.max_batch_size, self.budget_s, self.depth = run, max_batch_size, budget_s, depth
         self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
-        # its own thread: batches never queue behind image decoding in the loop's default executor
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="batcher")
+        self.calls: set[asyncio.Task] = set()  # in flight (kept referenced until done)
 
     async def submit(self, items: list) -> list:
         """Queue ``items`` and return their results, in order, once their batches have run."""
@@ -61,19 +66,28 @@ class Batcher:
         return batch
 
     async def _serve(self) -> None:
+        slots = asyncio.Semaphore(self.depth)
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while batch := self._take():
-                try:
-                    loop = asyncio.get_running_loop()
-                    results = await loop.run_in_executor(self.pool, self.run, [item for item, _ in batch])
-                except Exception as exc:  # the whole call failed: every request in it fails
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+            while True:
+                await slots.acquire()
+                if not (batch := self._take()):
+                    slots.release()
+                    break
+                call = asyncio.get_running_loop().create_task(self._call(batch))
+                self.calls.add(call)
+                call.add_done_callback(lambda done: (self.calls.discard(done), slots.release()))
+
+    async def _call(self, batch: list[tuple[object, asyncio.Future]]) -> None:
+        try:
+            results = await self.run([item for item, _ in batch])
+        except Exception as exc:  # the whole call failed: every request in it fails
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
