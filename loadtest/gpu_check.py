@@ -77,6 +77,15 @@ def gpu_utilisation():
             samples += [float(v) for v in proc.communicate()[0].split() if v.replace(".", "").isdigit()]
 
 
+def gpu_memory_mib(pids: list[int]) -> float | None:
+    """GPU memory held by ``pids`` (nvidia-smi's compute apps), in MiB; None without nvidia-smi."""
+    if not (smi := shutil.which("nvidia-smi")):
+        return None
+    query = [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+    rows = [line.split(",") for line in subprocess.run(query, capture_output=True, text=True).stdout.splitlines()]
+    return sum(float(used) for pid, used in rows if int(pid) in pids)
+
+
 def sweep(url, files: list[Path], seconds: float, model: str) -> list[dict]:
     """wrk at each client count (after a warm-up): p99, the fronts' and engines' CPU per request, GPU use."""
     wrk.run(url, files, CLIENTS[0], min(2.0, seconds), policy="crop", model=model)
@@ -95,13 +104,17 @@ def sweep(url, files: list[Path], seconds: float, model: str) -> list[dict]:
 def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float) -> dict:
     """Both models through the service with wrk at 1–256 clients; fp16 again with JPEG decoded on the GPU,
     and in the old topology (the model inside each of several front workers)."""
+    started = time.perf_counter()
     with serve("service.service:Classifier", env, out / "server.log") as url:
         result = {
+            "served_startup_s": time.perf_counter() - started,  # until ready: every session warm at every bucket
+            "served_engine_gpu_mib": gpu_memory_mib(roles(url.pid)["engine"]),
             "served_providers": {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()},
             "served_agreement": served_agreement(url, images),
             "served_processes": {role: len(p) for role, p in roles(url.pid).items()},
             "served": [r for m in ("resnet50", "resnet50-fp16") for r in sweep(url, files, seconds, m)],
         }
+        result["served_engine_gpu_mib_after_load"] = gpu_memory_mib(roles(url.pid)["engine"])
     old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
     with serve("service.service:Classifier", old, out / "server-old.log") as url:
         result["served_engine_in_each_worker"] = sweep(url, files, seconds, "resnet50-fp16")
@@ -120,14 +133,9 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
 
 
 def report(result: dict) -> None:
-    print(
-        json.dumps(
-            {
-                k: result[k]
-                for k in ("card", "served_providers", "served_agreement", "varying_batches", "decode_images_per_s")
-            }
-        )
-    )
+    keys = ("card", "served_providers", "served_agreement", "varying_batches", "decode_images_per_s")
+    keys += ("served_startup_s", "served_engine_gpu_mib", "served_engine_gpu_mib_after_load")
+    print(json.dumps({k: result[k] for k in keys}))
     for r in result["inprocess"] + (result["cuda_levers"] or []):
         print(
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
@@ -163,6 +171,7 @@ def main() -> None:
         "RESNET_MODELS": "resnet50:latest,resnet50-fp16:latest",
         "RESNET_REQUIRE_GPU": "0" if args.allow_cpu else "1",
         "RESNET_MAX_BATCH_SIZE": "128",
+        "RESNET_GPU_MEM_LIMIT_MB": "98304",  # 6 GiB for each of 2 models × 8 batch sizes: exercised, not binding
         "RESNET_MAX_CONCURRENCY": "1024",
         "RESNET_PROVIDERS": os.environ.get("RESNET_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider"),
         **({"RESNET_ENGINES": "1"} if args.allow_cpu else {}),  # the dry run: the GPU host's topology on CPU

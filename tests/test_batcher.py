@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.engine.sessions import Sessions, batch_sizes
+from service.engine import sessions
+from service.engine.sessions import Cuda, Sessions, batch_sizes
 from service.protocol.batcher import Batcher, QueueTimeout
 from service.protocol.tensors import OUTPUTS
 from tests.test_default_model import entry
@@ -186,3 +187,23 @@ def test_every_fixed_batch_session_is_warmed_at_every_bucket_of_the_full_policy(
         assert sorted(spy.shapes) == sorted((n, h, w, 3) for h, w in buckets), f"batch {n}"
     plain = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False)
     assert plain.warm_shapes() == [(1, h, w) for h, w in sorted(buckets)], "CPU: one session, batch 1, every bucket"
+
+
+def test_the_gpu_memory_budget_is_shared_by_a_models_fixed_batch_sessions(monkeypatch):
+    """RESNET_GPU_MEM_LIMIT_MB bounds what the sessions × arenas of an engine may take (CUDA options, pinned)."""
+    budget = Cuda(device=1, mem_limit=64 * 2**20)
+    assert budget.options() == {
+        "device_id": "1",
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "use_tf32": "0",
+        "arena_extend_strategy": "kSameAsRequested",
+        "gpu_mem_limit": str(64 * 2**20),
+    }
+    assert "gpu_mem_limit" not in Cuda().options(), "0: onnxruntime's default"
+    made = []
+    real = sessions.make_session
+    monkeypatch.setattr(sessions, "make_session", lambda *args: made.append(args[-1]) or real(*args))
+    Sessions(
+        entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False, max_batch=8, fixed_batches=True, cuda=budget
+    )
+    assert [c.mem_limit for c in made] == [16 * 2**20] * 4, "batch sizes 1, 2, 4, 8: a quarter each"

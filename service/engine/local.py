@@ -7,6 +7,7 @@ Protocol (``python -m service.engine.server``), for GPU hosts and fronts on othe
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import catalog
@@ -15,7 +16,7 @@ from ..metrics import BATCH_SIZE, INFERENCE_SECONDS
 from ..protocol.batcher import Batcher
 from ..protocol.tensors import Item, Result
 from .runner import Runner
-from .sessions import Sessions
+from .sessions import Cuda, Sessions
 
 log = logging.getLogger("resnet.engine")
 
@@ -29,8 +30,11 @@ class LocalEngine:
     """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
     def __init__(self, settings: Settings, device: int = 0) -> None:
+        started = time.perf_counter()
         threads = settings.ort_threads or os.cpu_count() or 1
         size = settings.max_batch_size if settings.batching else 1
+        # the engine's GPU memory budget, shared evenly by its models
+        cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(settings.models))
         self.models: dict[str, Sessions] = {}
         for tag in settings.models:
             entry = catalog.load(tag)
@@ -40,9 +44,8 @@ class LocalEngine:
                 threads,
                 settings.require_gpu,
                 size,
-                tf32=settings.tf32,
                 spinning=settings.ort_spinning,
-                device=device,
+                cuda=cuda,
             )
         self.runner = Runner(self.models, _observe)
         # its own thread: model calls never queue behind image decoding in the loop's default executor
@@ -50,7 +53,8 @@ class LocalEngine:
         self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3)
         warmed = sum(m.warmup() for m in self.models.values())
         log.warning(
-            "engine ready: %d model(s), %d shape buckets warmed, %d threads, spinning %s",
+            "engine ready in %.1f s: %d model(s), %d (batch size, shape) pairs warmed, %d threads, spinning %s",
+            time.perf_counter() - started,
             len(self.models),
             warmed,
             threads,

@@ -1,6 +1,7 @@
 """onnxruntime sessions for one loaded model, checked against its metadata and warmed at every shape bucket."""
 
 import logging
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -13,20 +14,36 @@ from ..config import CUDA
 log = logging.getLogger("resnet.engine")
 
 
+@dataclass(frozen=True)
+class Cuda:
+    """The CUDA provider's options for an engine's sessions (unused on a CPU host).
+
+    TF32 is off unless asked for: it moves fp32 logits beyond the tolerance an fp32 export is checked
+    to. Shapes vary, so cuDNN picks convolution algorithms by heuristic instead of an exhaustive search
+    per shape. The arena grows by what is asked, not by doubling, up to ``mem_limit`` bytes when set.
+    """
+
+    device: int = 0
+    tf32: bool = False
+    mem_limit: int = 0  # bytes for one session's arena; 0: onnxruntime's default (unbounded)
+
+    def options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.device),
+            "cudnn_conv_algo_search": "HEURISTIC",
+            "use_tf32": str(int(self.tf32)),
+            "arena_extend_strategy": "kSameAsRequested",
+        }
+        return options | ({"gpu_mem_limit": str(self.mem_limit)} if self.mem_limit else {})
+
+
 def make_session(
-    path,
-    providers: tuple[str, ...],
-    threads: int,
-    require_gpu: bool,
-    tf32: bool = False,
-    spinning: bool = False,
-    device: int = 0,
+    path, providers: tuple[str, ...], threads: int, require_gpu: bool, spinning: bool = False, cuda: Cuda = Cuda()
 ) -> ort.InferenceSession:
     """A session on the first available provider of ``providers``; loud about any fallback.
 
     Intra-op threads do not spin between calls unless asked: with a small model and many small
-    calls, spinning costs CPU per request for no gain in latency (BENCHMARKS.md). On CUDA, TF32 is
-    off unless asked for: it moves fp32 logits beyond the tolerance an fp32 export is checked to.
+    calls, spinning costs CPU per request for no gain in latency (BENCHMARKS.md).
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -34,13 +51,7 @@ def make_session(
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
-    chosen = []
-    for p in providers:
-        if p == CUDA:  # shapes vary: heuristic algorithm choice instead of an exhaustive search per shape
-            options = {"device_id": str(device), "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": str(int(tf32))}
-            chosen.append((CUDA, options))
-        else:
-            chosen.append(p)
+    chosen = [(CUDA, cuda.options()) if p == CUDA else p for p in providers]
     if CUDA in providers and hasattr(ort, "preload_dlls"):
         try:
             ort.preload_dlls()
@@ -91,7 +102,7 @@ class Sessions:
     onnxruntime's CUDA convolutions re-plan whenever a session's input shape changes, at many times
     the cost of a call. So on CUDA (``fixed_batches``) there is one session per power-of-two batch
     size, and a batch is padded to the next one; each session then sees one batch size (and, under
-    ``crop``, one image size).
+    ``crop``, one image size). ``cuda.mem_limit`` is the budget of all of them together.
     """
 
     def __init__(
@@ -102,19 +113,21 @@ class Sessions:
         require_gpu: bool,
         max_batch: int = 1,
         fixed_batches: bool | None = None,
-        tf32: bool = False,
         spinning: bool = False,
-        device: int = 0,
+        cuda: Cuda = Cuda(),
     ) -> None:
         self.entry, self.meta = entry, entry.meta
         path = entry.path / "model.onnx"
-        self.session = make_session(path, providers, threads, require_gpu, tf32, spinning, device)
+        sizes = batch_sizes(max_batch) if fixed_batches or (fixed_batches is None and CUDA in providers) else []
+        cuda = replace(cuda, mem_limit=cuda.mem_limit // max(1, len(sizes)))
+        self.session = make_session(path, providers, threads, require_gpu, spinning, cuda)
         self.provider = self.session.get_providers()[0]
         check_contract(entry.tag, self.meta, self.session, entry.head()[0])
-        fixed = self.provider == CUDA if fixed_batches is None else fixed_batches
+        if fixed_batches is None and self.provider != CUDA:  # CUDA asked for but not there: one session
+            sizes = []
         self.sessions: dict[int, ort.InferenceSession] = {
-            n: make_session(path, providers, threads, require_gpu, tf32, spinning, device) if n > 1 else self.session
-            for n in (batch_sizes(max_batch) if fixed else [])
+            n: make_session(path, providers, threads, require_gpu, spinning, cuda) if n > 1 else self.session
+            for n in sizes
         }
         log.warning(
             "model %s (%s) on %s, %d session(s)",
