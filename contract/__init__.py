@@ -3,6 +3,6 @@
 Pure Python (pydantic only), so the service can use it without torch and the export without bentoml.
 """
 
-from .metadata import Crop, Full, ModelMetadata, Preprocessing, read, write
+from .metadata import Crop, Full, ModelMetadata, Preprocessing, Runtime, cpu_isa, cpu_name, read, write
 
-__all__ = ["Crop", "Full", "ModelMetadata", "Preprocessing", "read", "write"]
+__all__ = ["Crop", "Full", "ModelMetadata", "Preprocessing", "Runtime", "cpu_isa", "cpu_name", "read", "write"]

@@ -4,6 +4,8 @@ A field added here is added for both sides at once; ``contract/model.schema.json
 these classes (``python -m contract``) and a test keeps it in step.
 """
 
+import math
+import platform
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +91,52 @@ class Speed(_Strict):
     ms_per_image: dict[str, list[float]] = Field(description="precision → one median per batch size")
 
 
+# The instruction sets that decide which CPU runtime and precision is fastest (bf16 and int8 matrix units).
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo(key: str) -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), "")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_isa() -> list[str]:
+    """Which of ``ISA`` this CPU has: a runtime record applies to CPUs with the same set."""
+    flags = set(_cpuinfo("flags").split())
+    return [f for f in ISA if f in flags]
+
+
+class Runtime(_Strict):
+    """Another CPU runtime run on this file at export, beside onnxruntime: how fast, and how far its answers move."""
+
+    name: Literal["openvino-bf16", "openvino-f32"]
+    version: str
+    cpu: str = Field(description="the exporting CPU's model name, cores")
+    isa: list[str] = Field(description="its instruction sets of note: the record holds for CPUs with the same")
+    threads: int
+    size: int = Field(description="height = width of the images timed")
+    batches: list[int]
+    ms_per_image: list[float] = Field(description="one median per batch size")
+    onnxruntime_ms_per_image: list[float] = Field(description="onnxruntime on this file, timed interleaved")
+    max_rel: float = Field(description="max |logits - onnxruntime's| / max |onnxruntime's| on the parity shapes")
+    top1: float = Field(description="top-1 agreement with onnxruntime on the parity images")
+    top1_photos: float | None = Field(None, description="the same on real photos, when the export had some")
+    photos: int = 0
+
+    def speedup(self) -> float:
+        """onnxruntime's time over this runtime's, the geometric mean over the batch sizes timed."""
+        ratios = [o / m for o, m in zip(self.onnxruntime_ms_per_image, self.ms_per_image, strict=True)]
+        return math.prod(ratios) ** (1 / len(ratios))
+
+
 class ModelMetadata(_Strict):
     """One exported model: what it is, how to feed it, what it answers, and how it was checked."""
 
@@ -113,6 +161,7 @@ class ModelMetadata(_Strict):
     parity: dict[str, Any] = Field(description="errors against eager PyTorch per shape, and the rule applied")
     quantization: dict[str, Any] | None = Field(None, description="the int8 recipe, for an int8 model")
     speed: Speed | None = None
+    runtimes: list[Runtime] = Field(default_factory=list, description="other CPU runtimes measured on this file")
     notes: list[str] = Field(default_factory=list, description="the export's warnings about this model")
 
     @model_validator(mode="after")

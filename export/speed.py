@@ -1,13 +1,12 @@
 """How fast each exported precision runs here, side by side: the figures a user picks a precision by."""
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from contract.metadata import Speed
+from contract.metadata import Speed, cpu_name
 
 from .graph import INPUT
 from .parity import images, session
@@ -27,14 +26,7 @@ def median_seconds(fn: Callable[[], object], runs: int = 5, min_time: float = 0.
 
 
 def machine() -> str:
-    """The CPU's model name (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def measure(files: dict[str, Path], size: int, batches: tuple[int, ...] = (1, 8), min_time: float = 0.1) -> Speed:

@@ -254,3 +254,28 @@ def test_an_engine_at_its_limit_is_a_503_at_the_front_never_a_500(tmp_path) -> N
     assert set(statuses) <= {200, 503} and statuses[200], statuses
     refused = [a for a in answers if a.status_code == 503]
     assert all(a.headers["retry-after"] == "1" and a.json()["error"] == "overloaded" for a in refused)
+
+
+def test_a_slow_heartbeat_keeps_the_verdict_and_a_refused_one_is_down() -> None:
+    """An engine busy on a CPU may answer its health route late: that is not a dead engine (every request
+    would be refused at once); a refused connection is."""
+
+    async def main() -> None:
+        held = []
+        silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)  # accepts, never answers
+        engine = RemoteEngine(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "", 30, ["m"])
+        try:
+            for verdict in (True, False):
+                engine.up = verdict
+                assert await engine._alive() is verdict
+        finally:
+            await engine.close()
+            silent.close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = RemoteEngine(f"http://127.0.0.1:{s.getsockname()[1]}", "", 30, ["m"])  # bound, not listening
+            closed.up = True
+            assert await closed._alive() is False
+            await closed.close()
+
+    asyncio.run(main())

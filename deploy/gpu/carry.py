@@ -179,6 +179,7 @@ def payload(wheels: list[Path], cache: Path, threads: int) -> Path:
 def kit(cache: Path, images: Path, folder: Path) -> None:
     """wrk (Debian's, with LuaJIT, run through a wrapper on PATH) and the photos."""
     shutil.rmtree(folder, ignore_errors=True)
+    (folder / "wrk").mkdir(parents=True)
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     if not all(glob.glob(str(debs / f"{name}_*.deb")) for name in DEBS):
@@ -188,7 +189,7 @@ def kit(cache: Path, images: Path, folder: Path) -> None:
         subprocess.run(["dpkg-deb", "-x", deb, str(folder / "wrk")], check=True)
     for doc in ("share", "lib/x86_64-linux-gnu/pkgconfig"):
         shutil.rmtree(folder / "wrk" / "usr" / doc, ignore_errors=True)
-    (folder / "bin").mkdir(parents=True)
+    (folder / "bin").mkdir()
     (folder / "bin" / "wrk").write_text(WRAPPER)
     (folder / "bin" / "wrk").chmod(0o755)
     (folder / "photos").mkdir()

@@ -25,7 +25,8 @@ print(c["command"]); print(" ".join(c["carry"]))' "$ROOT/.carry/calls.json" "$i"
   [ $((i + 1)) = "$n" ] && [ $# -gt 0 ] && command="$command $*"
   # the checkout: tracked and untracked-not-ignored files, then this call's carried paths only
   rm -rf "$SIM/repo/.carry"
-  (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 -I{} sh -c '[ -e "{}" ] && printf "%s\0" "{}"' |
+  (cd "$ROOT" && git ls-files -co --exclude-standard -z | python3 -c 'import os, sys
+sys.stdout.buffer.write(b"".join(p + b"\0" for p in sys.stdin.buffer.read().split(b"\0") if p and os.path.lexists(p)))' |
     tar --null -T - -cf - $carry) | tar -xf - -C "$SIM/repo"
   out="$SIM/out$((i + 1))"
   mkdir -p "$out"

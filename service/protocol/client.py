@@ -19,7 +19,7 @@ from .batcher import Batcher
 from .tensors import Item, Result, group
 
 BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
-PROBE = aiohttp.ClientTimeout(total=1)  # a health probe answers quickly or counts as down
+PROBE = aiohttp.ClientTimeout(total=1)  # a heartbeat that takes longer leaves the verdict as it was
 HEARTBEAT_S = 0.5
 CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
 
@@ -56,7 +56,9 @@ class RemoteEngine:
     async def _alive(self) -> bool:
         try:
             return (await self._request("GET", "/v2/health/ready", timeout=PROBE))[0] == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except TimeoutError:  # slow, not gone: an engine busy on a CPU keeps its verdict (calls have their timeout)
+            return self.up is not False
+        except aiohttp.ClientError:
             return False
 
     async def _beat(self) -> None:
@@ -131,7 +133,7 @@ class RemoteEngine:
     async def ready(self) -> bool:
         """Up, and every model ready on the engine, asked with the token (a wrong token is not ready)."""
         try:
-            calls = [self._call("GET", f"/v2/models/{m}/ready", timeout=PROBE) for m in self.models]
+            calls = [self._call("GET", f"/v2/models/{m}/ready") for m in self.models]  # slow under load, not down
             statuses = [status for status, _, _ in await asyncio.gather(*calls)]
         except EngineUnavailable:
             return False

@@ -1,0 +1,123 @@
+"""OpenVINO beside onnxruntime on an exported file, on this CPU: the record the service's ``auto`` runtime reads.
+
+The export runs it on every CPU precision it writes; for a folder exported before, or to measure on the CPU
+you serve on (a record holds only for CPUs with the same instruction sets):
+
+    python -m export.runtimes FOLDER [FOLDER ...] [--photos DIR]
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+from PIL import Image, ImageOps
+
+import contract
+from contract.metadata import Runtime, cpu_isa
+
+from .graph import INPUT
+from .parity import compare, images, session
+from .speed import machine, median_seconds
+
+HINTS = {"openvino-bf16": "bf16", "openvino-f32": "f32"}
+CAPABILITY = {"bf16": "BF16", "f32": "FP32"}  # OpenVINO's names for them among the CPU's capabilities
+
+
+def hints() -> list[str]:
+    """The OpenVINO precisions this CPU runs natively: bf16 only where it has bf16 instructions."""
+    native = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return [name for name, hint in HINTS.items() if CAPABILITY[hint] in native]
+
+
+def compile_model(path: Path, hint: str, threads: int) -> ov.CompiledModel:
+    """The service's configuration (service/engine/openvino_model.py): latency first, ``threads`` threads."""
+    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def photo_variants(folder: Path, side: int) -> list[np.ndarray]:
+    """Each photo of ``folder`` with its shorter side at ``side``, as it is, mirrored, and in greyscale."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        try:
+            img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        except OSError:
+            continue
+        scale = side / min(img.size)
+        img = img.resize((max(side, round(img.width * scale)), max(side, round(img.height * scale))))
+        out += [np.asarray(v) for v in (img, ImageOps.mirror(img), ImageOps.grayscale(img).convert("RGB"))]
+    return out
+
+
+def _top1(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return float(np.mean([int(a.argmax() == b.argmax()) for a, b in pairs]))
+
+
+def measure(folder: Path, name: str, photos: list[np.ndarray], batches=(1, 8)) -> Runtime:
+    """One OpenVINO precision on ``folder``'s model.onnx, timed interleaved with onnxruntime, and its logits
+    against onnxruntime's on the export's parity shapes and on ``photos``."""
+    meta, path, threads = contract.read(folder), folder / "model.onnx", os.cpu_count() or 1
+    ort, request = session(path, threads=threads), compile_model(path, HINTS[name], threads).create_infer_request()
+
+    def run_ov(x: np.ndarray) -> np.ndarray:
+        request.infer({INPUT: x})
+        return request.get_tensor("logits").data.copy()
+
+    def run_ort(x: np.ndarray) -> np.ndarray:
+        return ort.run(["logits"], {INPUT: x})[0]
+
+    size, ms, base = meta.preprocessing.crop.size, [], []
+    for batch in batches:
+        x = images((batch, size, size), seed=7)
+        base.append(round(median_seconds(lambda x=x: run_ort(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
+        ms.append(round(median_seconds(lambda x=x: run_ov(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
+    shapes = [tuple(row["shape"]) for row in meta.parity["shapes"]]
+    parity = [compare(run_ort(x), run_ov(x)) | {"n": len(x)} for x in (images(s, seed=i) for i, s in enumerate(shapes))]
+    on_photos = [(run_ort(p[None])[0], run_ov(p[None])[0]) for p in photos]
+    return Runtime(
+        name=name,
+        version=ov.__version__,
+        cpu=machine(),
+        isa=cpu_isa(),
+        threads=threads,
+        size=size,
+        batches=list(batches),
+        ms_per_image=ms,
+        onnxruntime_ms_per_image=base,
+        max_rel=max(r["max_rel"] for r in parity),
+        top1=sum(r["top1"] * r["n"] for r in parity) / sum(r["n"] for r in parity),
+        top1_photos=_top1(on_photos) if photos else None,
+        photos=len(photos),
+    )
+
+
+def record(folder: Path, photos_dir: Path | None = None) -> list[Runtime]:
+    """Measure every OpenVINO precision this CPU runs on ``folder`` and write them into its model.json."""
+    meta = contract.read(folder)
+    photos = photo_variants(photos_dir, meta.preprocessing.crop.size) if photos_dir else []
+    runtimes = [measure(folder, name, photos) for name in hints()]
+    contract.write(folder, meta.model_copy(update={"runtimes": runtimes}))
+    return runtimes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="exported folders (model.onnx + model.json)")
+    parser.add_argument("--photos", type=Path, help="real photos to measure top-1 agreement on")
+    args = parser.parse_args()
+    for folder in args.folders:
+        for r in record(folder, args.photos):
+            speed = " ".join(
+                f"batch {b}: {o:.2f} → {m:.2f}"
+                for b, o, m in zip(r.batches, r.onnxruntime_ms_per_image, r.ms_per_image, strict=True)
+            )
+            print(
+                f"{folder.name} {r.name}: {r.speedup():.2f}× onnxruntime ({speed} ms/image); "
+                f"max rel {r.max_rel:.1e}, top-1 {r.top1:.1%} parity, {r.top1_photos} photos"
+            )
+
+
+if __name__ == "__main__":
+    main()
