@@ -2,11 +2,11 @@
 
     python -m service.check        (run by `make serve` and the container before `bentoml serve`)
 
-A missing model, an unreadable ONNX file, metadata that contradicts the graph, CUDA asked for with
-RESNET_REQUIRE_GPU=1 but not usable, or a CUDA engine in every one of several front workers ends
-here with a clear message and exit status 1; inside `bentoml serve` the worker would only be
-restarted again and again. A front with a remote engine (RESNET_ENGINE_URL) needs only each model's
-metadata and linear head, never its ONNX file.
+A missing model, an unreadable ONNX file, metadata that contradicts the graph, an unknown
+RESNET_RUNTIME, CUDA asked for with RESNET_REQUIRE_GPU=1 but not usable, or a CUDA engine in every
+one of several front workers ends here with a clear message and exit status 1; inside `bentoml
+serve` the worker would only be restarted again and again. A front with a remote engine
+(RESNET_ENGINE_URL) needs only each model's metadata and linear head, never its ONNX file.
 """
 
 import sys
@@ -22,9 +22,11 @@ def load(tag: str) -> catalog.Entry:
     entry.head()
     if SETTINGS.engine_url:
         return entry
-    from .engine.sessions import Sessions  # onnxruntime: only where the model runs in this process
+    from .engine import runtimes  # onnxruntime and OpenVINO: only where the model runs in this process
+    from .engine.sessions import Sessions
 
-    provider = Sessions(entry, SETTINGS.providers, 1, SETTINGS.require_gpu).provider
+    sessions = Sessions(entry, SETTINGS.providers, 1, SETTINGS.require_gpu)
+    provider = runtimes.load(entry, sessions, SETTINGS.runtime, 1).provider
     if provider == CUDA and not SETTINGS.engines and SETTINGS.front_workers > 1:
         raise RuntimeError(
             f"RESNET_ENGINES=0 with RESNET_FRONT_WORKERS={SETTINGS.front_workers} would load the model on the GPU "

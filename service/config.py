@@ -48,6 +48,7 @@ class Settings:
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
     tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
     gpu_mem_limit_mb: int = field(default_factory=lambda: int(_env("GPU_MEM_LIMIT_MB", "0")))  # per engine; 0: none
+    runtime: str = field(default_factory=lambda: _env("RUNTIME", "auto"))  # CPU: auto, onnxruntime, openvino-*
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
     ort_spinning: bool = field(default_factory=lambda: _env("ORT_SPINNING", "0") == "1")
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")

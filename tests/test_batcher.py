@@ -170,6 +170,7 @@ class ShapeSpy:
 
     def run(self, names, feed):
         self.shapes.append(feed["pixels"].shape)
+        return [np.zeros(len(feed["pixels"])) for _ in names]
 
 
 def test_every_fixed_batch_session_is_warmed_at_every_bucket_of_the_full_policy():

@@ -1,5 +1,5 @@
 """The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain;
-inside service/, each subpackage imports only the layers below it, and only the engine imports onnxruntime."""
+inside service/, each subpackage imports only the layers below it, and only the engine imports a runtime."""
 
 import ast
 import os
@@ -53,7 +53,8 @@ LAYERS = {
     "engine": {"errors", "config", "catalog", "metrics", "http", "protocol"},
     "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol"},
 }
-THIRD_PARTY = {"onnxruntime": {"engine", "bench", "check"}, "numpy": set(LAYERS) - {"http", "config", "errors"}}
+RUNTIME = {"engine", "bench", "check"}
+THIRD_PARTY = {"onnxruntime": RUNTIME, "openvino": RUNTIME, "numpy": set(LAYERS) - {"http", "config", "errors"}}
 
 
 def service_imports(path: Path) -> set[str]:
@@ -84,8 +85,9 @@ def test_service_layers_point_one_way(module: Path) -> None:
         assert package not in imported_roots(module) or part in allowed, f"{part} imports {package}"
 
 
-def test_a_front_with_a_remote_engine_never_imports_onnxruntime() -> None:
-    code = "import sys, service.service; print(sorted(m for m in sys.modules if m.startswith('onnxruntime')))"
+def test_a_front_with_a_remote_engine_never_imports_a_runtime() -> None:
+    runtimes = "('onnxruntime', 'openvino')"
+    code = f"import sys, service.service; print(sorted(m for m in sys.modules if m.startswith({runtimes})))"
     env = {**os.environ, "RESNET_ENGINE_URL": "http://127.0.0.1:9"}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]", run.stdout

@@ -15,7 +15,8 @@ from ..config import Settings
 from ..metrics import BATCH_SIZE, INFERENCE_SECONDS
 from ..protocol.batcher import Batcher
 from ..protocol.tensors import Item, Result
-from .runner import Runner
+from . import runtimes
+from .runner import Model, Runner
 from .sessions import Cuda, Sessions
 
 log = logging.getLogger("resnet.engine")
@@ -35,10 +36,10 @@ class LocalEngine:
         size = settings.max_batch_size if settings.batching else 1
         # the engine's GPU memory budget, shared evenly by its models
         cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(settings.models))
-        self.models: dict[str, Sessions] = {}
+        self.models: dict[str, Model] = {}
         for tag in settings.models:
             entry = catalog.load(tag)
-            self.models[entry.name] = Sessions(
+            sessions = Sessions(
                 entry,
                 settings.providers,
                 threads,
@@ -47,6 +48,7 @@ class LocalEngine:
                 spinning=settings.ort_spinning,
                 cuda=cuda,
             )
+            self.models[entry.name] = runtimes.load(entry, sessions, settings.runtime, threads)
         self.runner = Runner(self.models, _observe)
         # its own thread: model calls never queue behind image decoding in the loop's default executor
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="engine")

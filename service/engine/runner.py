@@ -6,15 +6,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ..protocol.tensors import OUTPUTS, Item, Result, group
+from .runtimes import OpenVinoModel
 from .sessions import Sessions
 
 OnCall = Callable[[str, int, float], None]  # (model, images, seconds) of each call, for the metrics
+Model = Sessions | OpenVinoModel  # a loaded model on onnxruntime or OpenVINO: ``run(pixels, names)``
 
 
 class Runner:
     """Each item's result, in item order, or the exception its group's call raised (its own, not the batch's)."""
 
-    def __init__(self, models: dict[str, Sessions], on_call: OnCall | None = None) -> None:
+    def __init__(self, models: dict[str, Model], on_call: OnCall | None = None) -> None:
         self.models, self.on_call = models, on_call
 
     def __call__(self, items: list[Item]) -> list[Result | Exception]:

@@ -88,6 +88,13 @@ def check_contract(tag: str, meta: ModelMetadata, session: ort.InferenceSession,
         raise RuntimeError(f"model {tag}: metadata contradicts the graph: {'; '.join(problems)}")
 
 
+def warm(model, shapes: list[tuple[int, int, int]]) -> int:
+    """Run ``model`` once at each (batch size, height, width) before it takes traffic; the number run."""
+    for n, h, w in shapes:
+        model.run(np.zeros((n, h, w, 3), np.uint8), ["logits"])
+    return len(shapes)
+
+
 def batch_sizes(max_batch: int) -> list[int]:
     """Powers of two up to the first that holds ``max_batch``: the batch sizes GPU sessions are kept at."""
     sizes = [1]
@@ -143,9 +150,7 @@ class Sessions:
         return [(n, h, w) for n in (self.sessions or [1]) for h, w in self.meta.preprocessing.buckets()]
 
     def warmup(self) -> int:
-        for n, h, w in self.warm_shapes():
-            self.sessions.get(n, self.session).run(["logits"], {"pixels": np.zeros((n, h, w, 3), np.uint8)})
-        return len(self.warm_shapes())
+        return warm(self, self.warm_shapes())
 
     def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """The named outputs for a batch of (N, H, W, 3) uint8 images of one shape."""

@@ -1,0 +1,81 @@
+"""Which CPU runtime serves a model: onnxruntime, or OpenVINO where the export measured it faster on this CPU.
+
+``RESNET_RUNTIME=auto`` never guesses: it reads the model's export record (``runtimes`` in model.json) and
+takes OpenVINO only where that record was made on a CPU with this one's instruction sets, shows it faster
+than onnxruntime on the same file, and its top-1 agreement with onnxruntime on the export's parity images
+is at least ``MIN_TOP1`` (the rule int8 has). The GPU path is untouched: a model on CUDA stays there.
+"""
+
+import logging
+
+import numpy as np
+import openvino as ov
+
+from contract import ModelMetadata, cpu_isa
+
+from ..catalog import Entry
+from .sessions import Sessions, warm
+
+log = logging.getLogger("resnet.engine")
+MIN_TOP1 = 0.99
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = {"openvino-bf16": "bf16", "openvino-f32": "f32"}  # a runtime's name → OpenVINO's precision hint
+CHOICES = ("auto", ONNXRUNTIME, *OPENVINO)
+
+
+def choose(meta: ModelMetadata, setting: str, isa: list[str] | None = None) -> tuple[str, str]:
+    """(runtime, why) for a model on this CPU."""
+    if setting not in CHOICES:
+        raise RuntimeError(f"RESNET_RUNTIME={setting!r}: expected one of {', '.join(CHOICES)}")
+    if setting != "auto":
+        return setting, "RESNET_RUNTIME"
+    isa = cpu_isa() if isa is None else isa
+    if not meta.runtimes:
+        return ONNXRUNTIME, "no runtime record in its export (python -m export.runtimes measures one)"
+    here = [r for r in meta.runtimes if r.isa == isa]
+    if not here:
+        return ONNXRUNTIME, f"its record is from a CPU with {meta.runtimes[0].isa}, this one has {isa}"
+    fit = [r for r in here if r.top1 >= MIN_TOP1 and r.speedup() > 1]
+    if not fit:
+        figures = ", ".join(f"{r.name} {r.speedup():.2f}× top-1 {r.top1:.1%}" for r in here)
+        return ONNXRUNTIME, f"no faster runtime agreeing ≥ {MIN_TOP1:.0%} ({figures})"
+    best = max(fit, key=lambda r: r.speedup())
+    return best.name, f"{best.speedup():.2f}× onnxruntime, top-1 agreement {best.top1:.1%} (its export record)"
+
+
+class OpenVinoModel:
+    """One model compiled by OpenVINO for this CPU at one precision, serving as ``Sessions`` does on a CPU.
+
+    OpenVINO takes the graph's dynamic shapes as they come (no compiled model per bucket): every bucket
+    is run once before the engine says it is ready, as onnxruntime's are.
+    """
+
+    def __init__(self, sessions: Sessions, runtime: str, threads: int) -> None:
+        self.entry, self.meta = sessions.entry, sessions.meta
+        config = {
+            "INFERENCE_PRECISION_HINT": OPENVINO[runtime],
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        compiled = ov.Core().compile_model(str(self.entry.path / "model.onnx"), "CPU", config)
+        self.request = compiled.create_infer_request()  # one caller: the engine's model thread
+        self.provider = f"OpenVINO CPU ({runtime})"
+
+    def warm_shapes(self) -> list[tuple[int, int, int]]:
+        return [(1, h, w) for h, w in self.meta.preprocessing.buckets()]
+
+    def warmup(self) -> int:
+        return warm(self, self.warm_shapes())
+
+    def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        self.request.infer({"pixels": pixels})
+        return {name: self.request.get_tensor(name).data.copy() for name in names}
+
+
+def load(entry: Entry, sessions: Sessions, setting: str, threads: int) -> Sessions | OpenVinoModel:
+    """The model on the runtime ``setting`` chooses, logged loudly with the reason; CUDA models stay on CUDA."""
+    if sessions.provider != "CPUExecutionProvider":
+        return sessions
+    runtime, why = choose(entry.meta, setting)
+    log.warning("!!! model %s on %s: %s !!!", entry.tag, runtime, why)
+    return sessions if runtime == ONNXRUNTIME else OpenVinoModel(sessions, runtime, threads)
