@@ -7,7 +7,7 @@ PORT ?= 3000
 DEFAULT_MODEL := default_model/shapes-resnet10
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format train-default export-default loadtest bench gpu-check container-test clean
+.PHONY: serve test lint format train-default export-default loadtest bench gpu-check gpu-kit container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -68,6 +68,12 @@ gpu-check: $(VENV)/.dev $(WRK)
 	$(BIN)/pip install -q -e '.[gpu,gpu-decode]'
 	$(BIN)/python -m loadtest.gpu_check --out reports/gpu
 
+# For a lent GPU host without network (Python 3.12, torch and CUDA wheels, no onnxruntime-gpu, no bentoml, no wrk):
+# the wheels it lacks, wrk and the photos in ignored .carry/ parts under 64 MiB each, and the device calls to make
+# (deploy/gpu/carry.py prints them; the last runs deploy/gpu/run.sh, i.e. gpu-check there). Needs a python3.12 here.
+gpu-kit: $(VENV)/.dev
+	$(BIN)/python deploy/gpu/carry.py
+
 # Retrain the embedded default model (~10 min on 2 cores), then re-export its ONNX files.
 train-default: $(VENV)/.dev
 	$(BIN)/python -m models.train_shapes
@@ -76,7 +82,7 @@ export-default: $(VENV)/.dev
 	$(BIN)/python -m export resnet10_shapes --weights default_model/weights.safetensors \
 	  --num-classes 6 --labels default_model/labels.txt --name shapes-resnet10 \
 	  --policy full --short-side 112 --max-long-side 336 --crop-resize 128 --crop-size 112 \
-	  --precision fp32 int8 --training-record default_model/training.json \
+	  --precision fp32 int8 --training-record default_model/training.json $(if $(wildcard ../shared/images),--photos ../shared/images) \
 	  --output default_model --no-store
 
 clean:

@@ -127,7 +127,7 @@ class Runtime(_Strict):
     ms_per_image: list[float] = Field(description="one median per batch size")
     onnxruntime_ms_per_image: list[float] = Field(description="onnxruntime on this file, timed interleaved")
     max_rel: float = Field(description="max |logits - onnxruntime's| / max |onnxruntime's| on the parity shapes")
-    top1: float = Field(description="top-1 agreement with onnxruntime on the parity images")
+    top1: float = Field(description="top-1 agreement with onnxruntime on the parity images and 192 generated ones")
     top1_photos: float | None = Field(None, description="the same on real photos, when the export had some")
     photos: int = 0
 

@@ -178,6 +178,7 @@ def main() -> None:
         output=args.out / "models",
         to_store=False,
         parity_shapes=[(2, 224, 224)],
+        runtimes=False,  # the CPU runtimes' record: not what a GPU host serves on
     )
     torch.manual_seed(0)
     run(spec)

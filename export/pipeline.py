@@ -21,7 +21,7 @@ import models
 from contract.metadata import PRECISIONS, ModelMetadata, Speed
 from models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import store
+from . import runtimes, store
 from .graph import IMAGENET_MEAN, IMAGENET_STD, INPUT, OUTPUTS, ServingGraph, export_onnx
 from .parity import TOLERANCE, default_shapes, images, parity_report, rule_for
 from .speed import measure
@@ -59,6 +59,8 @@ class ExportSpec:
     tolerance: float = TOLERANCE["fp32"]
     calibration_dir: Path | None = None
     calibration_images: int = 256
+    runtimes: bool = True  # measure OpenVINO beside onnxruntime (a few seconds to a minute)
+    photos: Path | None = None  # real photos for the CPU runtimes' top-1 agreement
     training_record: dict | None = None
     output: Path | None = None
     to_store: bool = True
@@ -304,4 +306,8 @@ def run(spec: ExportSpec) -> list[Path]:
                 quantization=recipe if precision == "int8" else None,
             )
             written.append(package(work / entry, files[precision], model.get_classifier(), meta))
+            if spec.runtimes and precision != "fp16":  # a CPU precision: the record RESNET_RUNTIME=auto reads
+                t = _stage(f"OpenVINO beside onnxruntime on {precision}")
+                found = runtimes.record(written[-1], spec.photos)
+                _done(t, " ".join(f"{r.name} {r.speedup():.2f}× top-1 {r.top1:.1%}" for r in found))
         return save(spec, written)

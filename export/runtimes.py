@@ -8,10 +8,10 @@ you serve on (a record holds only for CPUs with the same instruction sets):
 
 import argparse
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 from PIL import Image, ImageOps
 
 import contract
@@ -22,17 +22,22 @@ from .parity import compare, images, session
 from .speed import machine, median_seconds
 
 HINTS = {"openvino-bf16": "bf16", "openvino-f32": "f32"}
+GENERATED = 192  # generated shapes (unseen seeds) beside the parity images for the top-1 agreement
 CAPABILITY = {"bf16": "BF16", "f32": "FP32"}  # OpenVINO's names for them among the CPU's capabilities
 
 
 def hints() -> list[str]:
     """The OpenVINO precisions this CPU runs natively: bf16 only where it has bf16 instructions."""
+    import openvino as ov  # here, not above: an export for a GPU host need not have it
+
     native = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return [name for name, hint in HINTS.items() if CAPABILITY[hint] in native]
 
 
-def compile_model(path: Path, hint: str, threads: int) -> ov.CompiledModel:
-    """The service's configuration (service/engine/openvino_model.py): latency first, ``threads`` threads."""
+def compile_model(path: Path, hint: str, threads: int):
+    """The service's configuration (service/engine/runtimes.py): latency first, ``threads`` threads."""
+    import openvino as ov
+
     config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     return ov.Core().compile_model(str(path), "CPU", config)
 
@@ -55,7 +60,7 @@ def _top1(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return float(np.mean([int(a.argmax() == b.argmax()) for a, b in pairs]))
 
 
-def measure(folder: Path, name: str, photos: list[np.ndarray], batches=(1, 8)) -> Runtime:
+def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[int, ...] = (1, 8)) -> Runtime:
     """One OpenVINO precision on ``folder``'s model.onnx, timed interleaved with onnxruntime, and its logits
     against onnxruntime's on the export's parity shapes and on ``photos``."""
     meta, path, threads = contract.read(folder), folder / "model.onnx", os.cpu_count() or 1
@@ -73,12 +78,13 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches=(1, 8)) -
         x = images((batch, size, size), seed=7)
         base.append(round(median_seconds(lambda x=x: run_ort(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
         ms.append(round(median_seconds(lambda x=x: run_ov(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
-    shapes = [tuple(row["shape"]) for row in meta.parity["shapes"]]
-    parity = [compare(run_ort(x), run_ov(x)) | {"n": len(x)} for x in (images(s, seed=i) for i, s in enumerate(shapes))]
+    inputs = [images(tuple(row["shape"]), seed=i) for i, row in enumerate(meta.parity["shapes"])]  # the export's
+    inputs += [images((32, size, size), seed=2026 + i) for i in range(GENERATED // 32)]  # unseen: a real percentage
+    parity = [compare(run_ort(x), run_ov(x)) | {"n": len(x)} for x in inputs]
     on_photos = [(run_ort(p[None])[0], run_ov(p[None])[0]) for p in photos]
     return Runtime(
         name=name,
-        version=ov.__version__,
+        version=version("openvino"),
         cpu=machine(),
         isa=cpu_isa(),
         threads=threads,
@@ -93,11 +99,11 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches=(1, 8)) -
     )
 
 
-def record(folder: Path, photos_dir: Path | None = None) -> list[Runtime]:
+def record(folder: Path, photos_dir: Path | None = None, batches: tuple[int, ...] = (1, 8)) -> list[Runtime]:
     """Measure every OpenVINO precision this CPU runs on ``folder`` and write them into its model.json."""
     meta = contract.read(folder)
     photos = photo_variants(photos_dir, meta.preprocessing.crop.size) if photos_dir else []
-    runtimes = [measure(folder, name, photos) for name in hints()]
+    runtimes = [measure(folder, name, photos, batches) for name in hints()]
     contract.write(folder, meta.model_copy(update={"runtimes": runtimes}))
     return runtimes
 
@@ -106,9 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="exported folders (model.onnx + model.json)")
     parser.add_argument("--photos", type=Path, help="real photos to measure top-1 agreement on")
+    parser.add_argument("--batches", default="1,8", help="batch sizes to time (default 1,8)")
     args = parser.parse_args()
     for folder in args.folders:
-        for r in record(folder, args.photos):
+        for r in record(folder, args.photos, tuple(int(b) for b in args.batches.split(","))):
             speed = " ".join(
                 f"batch {b}: {o:.2f} → {m:.2f}"
                 for b, o, m in zip(r.batches, r.onnxruntime_ms_per_image, r.ms_per_image, strict=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import overhead, report, targets, wrk
+from . import overhead, report, runtimes, targets, wrk
 from .drive import PHOTOS, load, photos, save
 from .server import serve
 from .soak import mixed_requests, soak
@@ -59,6 +59,7 @@ def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
         "BENTOML_DO_NOT_TRACK": "true",
         "RESNET_PROVIDERS": "CPUExecutionProvider",
         "RESNET_MODELS": "resnet50:latest,resnet50-int8:latest",
+        "RESNET_RUNTIME": "onnxruntime",  # OpenVINO beside it: loadtest/runtimes.py
     }
     # one aspect ratio (a single bucket) vs the mixed sizes and aspects of the photos
     fixed = [d for d in images if Image.open(io.BytesIO(d)).size == Image.open(io.BytesIO(images[0])).size]
@@ -102,9 +103,12 @@ def main() -> None:
     soak_result = soaked()
     six = photos(sizes=(640,))
     cost = overhead.measure(OUT, six, save(OUT / "photos-640", six))
-    met = targets.every(inproc, series, points, soak_result, cost)
-    report.write(inproc, pipeline, series, points, cost, met, args.seconds)
+    files = sorted((OUT / "photos").iterdir())
+    on_cpu = runtimes.measure(OUT, MODELS, PHOTOS, files, six, args.seconds)
+    met = targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
+    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
+    summary["runtimes"] = on_cpu
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")
 

@@ -108,7 +108,8 @@ def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int 
         [PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files)], cwd=ROOT, check=True
     )
     floor = json.loads((out / "floor.json").read_text())["cpu_floor_ms"]["full"]
-    env = {"BENTOML_HOME": str(home), "RESNET_PROVIDERS": "CPUExecutionProvider"}
+    # onnxruntime, as the floor is (OpenVINO beside it: loadtest/runtimes.py)
+    env = {"BENTOML_HOME": str(home), "RESNET_PROVIDERS": "CPUExecutionProvider", "RESNET_RUNTIME": "onnxruntime"}
     rows, shares = {}, {}
     with serve("service.service:Classifier", env, out / "overhead-inprocess.log") as url:
         rows["in process (make serve)"] = _points(url, [url.pid], photos, count)

@@ -5,7 +5,7 @@ import os
 import platform
 from pathlib import Path
 
-from . import overhead
+from . import overhead, runtimes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -210,7 +210,9 @@ def int8_line(inproc: dict) -> str:
     )
 
 
-def write(inproc: dict, pipeline: dict, series: dict, points: dict, cost: dict, targets: list, seconds: float) -> str:
+def write(
+    inproc: dict, pipeline: dict, series: dict, points: dict, cost: dict, targets: list, seconds: float, on_cpu: dict
+) -> str:
     """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
     plot(series, DOCS / "bench_http.png")
     plot_inprocess(inproc["rows"], DOCS / "bench_inprocess.png")
@@ -248,6 +250,6 @@ Decode + preprocess + onnxruntime, one image at a time, no HTTP: `crop` p50
 
 {table(http_rows, COLS_HTTP)}
 """
-    text += overhead.section(cost) + gpu_section(DOCS / "gpu_check.json")
+    text += overhead.section(cost) + runtimes.section(on_cpu) + gpu_section(DOCS / "gpu_check.json")
     (ROOT / "BENCHMARKS.md").write_text(text)
     return text

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import models
+from contract import cpu_isa
 from export.pipeline import ExportSpec, run
+from export.runtimes import hints
 from models.shapes import BANDS, CLASSES, sample, sample_in_band
 from models.train_shapes import TrainConfig, normalise, to_bucket, train
 from service import catalog
@@ -118,6 +120,8 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
         to_store=False,
     )
     (folder,) = run(spec)
+    recorded = catalog.read("fresh", folder).meta.runtimes
+    assert [r.name for r in recorded] == hints() and all(r.isa == cpu_isa() for r in recorded), "OpenVINO timed here"
     fresh = Sessions(
         catalog.read("fresh", folder),
         ("CPUExecutionProvider",),

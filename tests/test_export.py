@@ -42,6 +42,7 @@ def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
         output=tmp_path,
         to_store=False,
         tolerance=tolerance,
+        runtimes=False,  # timed once, below and in tests/test_runtimes.py
     )
     (folder,) = run(spec)
     meta = json.loads((folder / "model.json").read_text())

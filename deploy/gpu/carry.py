@@ -5,10 +5,11 @@
 The host's image has torch, numpy, onnx and the CUDA 13 / cuDNN 9 wheels, but no bentoml, no onnxruntime-gpu
 and no wrk; one call carries at most 64 MiB (the working tree included). So, in ignored folders here:
 
-* ``.carry/payload.NN``: one tar.xz, cut in parts, of every wheel the host lacks: the ``serve``, ``gpu`` and
-  ``gpu-decode`` extras resolved by pip for CPython 3.12 manylinux x86-64, less every distribution the image
-  already has (KINDS.md's list). Wheels are re-zipped uncompressed so xz squeezes them (onnxruntime-gpu's
-  255 MB wheel travels as about 190 MB); the host installs them with ``pip --no-index --target /tmp/site``.
+* ``.carry/payload.NN``: every wheel the host lacks, each through xz, one after another and cut in parts: the
+  ``serve``, ``gpu`` and ``gpu-decode`` extras (and nvJPEG for nvimgcodec) resolved by pip for CPython 3.12
+  manylinux x86-64, less every distribution the image already has (KINDS.md's list). Wheels are re-zipped
+  uncompressed so that xz squeezes them (onnxruntime-gpu's 255 MB wheel travels as about 190 MB); the host
+  installs them with ``pip --no-index --target /tmp/site``.
 * ``.carry/kit``: Debian's wrk and its LuaJIT with a wrapper on PATH, the photos at longer side 500 px
   (lossless, so ``loadtest.drive.photos`` makes the same JPEGs as from the originals), the parts' sha256.
 
@@ -27,7 +28,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import tomllib
 import zipfile
@@ -38,10 +38,21 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 CARRY = ROOT / ".carry"
 MIB = 2**20
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64"]  # fmt: skip
-TARGET = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-          *(a for p in PLATFORMS for a in ("--platform", p))]  # fmt: skip
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
+TARGET = [
+    "--only-binary=:all:",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    *(a for p in PLATFORMS for a in ("--platform", p)),
+]
 DEBS = ["wrk", "libluajit-5.1-2"]
 PHOTO_SIDE = 500
 WRAPPER = """#!/bin/sh
@@ -113,14 +124,32 @@ def resolve(python: str, reqs: list[str], cache: Path) -> list[dict]:
     """pip's resolution for the host (cp312, manylinux x86-64): name, version and wheel file name of each."""
     report = cache / "report.json"
     with tempfile.TemporaryDirectory() as target:
-        cmd = [python, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", *TARGET, "--target", target,
-               "--report", str(report), *reqs]  # fmt: skip
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--dry-run",
+            "--ignore-installed",
+            *TARGET,
+            "--target",
+            target,
+            "--report",
+            str(report),
+            *reqs,
+        ]
         subprocess.run(cmd, check=True)
     rows = []
     for item in json.loads(report.read_text())["install"]:
         url = item["download_info"]["url"]
-        rows.append({"name": norm(item["metadata"]["name"]), "version": item["metadata"]["version"],
-                     "file": os.path.basename(url.split("#")[0]).replace("%2B", "+")})  # fmt: skip
+        rows.append(
+            {
+                "name": norm(item["metadata"]["name"]),
+                "version": item["metadata"]["version"],
+                "file": os.path.basename(url.split("#")[0]).replace("%2B", "+"),
+            }
+        )
     return rows
 
 
@@ -133,8 +162,18 @@ def download(python: str, dists: list[dict], cache: Path) -> list[Path]:
     wheels = cache / "wheels"
     missing = [d for d in dists if not (wheels / d["file"]).is_file()]
     if missing:
-        cmd = [python, "-m", "pip", "download", "-q", "--no-deps", *TARGET, "-d", str(wheels),
-               *(f"{d['name']}=={d['version']}" for d in missing)]  # fmt: skip
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            *TARGET,
+            "-d",
+            str(wheels),
+            *(f"{d['name']}=={d['version']}" for d in missing),
+        ]
         subprocess.run(cmd, check=True)
     return [wheels / d["file"] for d in dists]
 
@@ -156,23 +195,16 @@ def stored(wheel: Path, cache: Path) -> Path:
     return out
 
 
-def payload(wheels: list[Path], cache: Path, threads: int) -> Path:
-    """One tar.xz of the stored wheels under wheels/, cached by their names and sizes."""
-    key = hashlib.sha256("\n".join(f"{w.name} {w.stat().st_size}" for w in sorted(wheels)).encode()).hexdigest()
-    out = cache / f"payload-{key[:16]}.tar.xz"
-    if out.is_file():
-        return out
-    tmp = out.with_suffix(".tmp")
-    print(f"compressing {len(wheels)} wheels with xz -9e (minutes)…", file=sys.stderr)
-    with open(tmp, "wb") as f:
-        xz = subprocess.Popen(["nice", "xz", "-9e", f"-T{threads}", "-c"], stdin=subprocess.PIPE, stdout=f)
-        with tarfile.open(fileobj=xz.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for w in sorted(wheels):
-                tar.add(stored(w, cache), arcname=f"wheels/{w.name}")
-        xz.stdin.close()
-        if xz.wait():
-            raise SystemExit("xz failed")
-    tmp.rename(out)
+def compressed(wheel: Path, cache: Path, threads: int) -> Path:
+    """The stored wheel through xz -9e, cached per wheel: a changed pin recompresses that wheel alone."""
+    out = cache / "xz" / f"{wheel.name}.xz"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"xz -9e {wheel.name}", file=sys.stderr)
+        tmp = out.with_suffix(".tmp")
+        with open(stored(wheel, cache), "rb") as src, open(tmp, "wb") as dst:
+            subprocess.run(["nice", "xz", "-9e", f"-T{threads}", "-c"], stdin=src, stdout=dst, check=True)
+        tmp.rename(out)
     return out
 
 
@@ -204,20 +236,28 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def split(archive: Path, n: int, size: int) -> list[Path]:
+def split(streams: list[Path], size: int) -> tuple[list[Path], str]:
+    """The xz streams one after another, cut into parts of ``size`` bytes (the last shorter); their sha256."""
     for old in CARRY.glob("payload.*"):
         old.unlink()
-    parts = []
-    with open(archive, "rb") as f:
-        for i in range(1, n + 1):
-            part = CARRY / f"payload.{i:02d}"
-            with open(part, "wb") as out:
-                left = size
-                while left and (chunk := f.read(min(MIB, left))):
-                    out.write(chunk)
-                    left -= len(chunk)
-            parts.append(part)
-    return parts
+    whole, parts, left = hashlib.sha256(), [], 0
+    out = None
+    for stream in streams:
+        with open(stream, "rb") as f:
+            while chunk := f.read(MIB):
+                whole.update(chunk)
+                while chunk:
+                    if not left:
+                        if out:
+                            out.close()
+                        parts.append(CARRY / f"payload.{len(parts) + 1:02d}")
+                        out, left = open(parts[-1], "wb"), size  # noqa: SIM115
+                    piece, chunk = chunk[:left], chunk[left:]
+                    out.write(piece)
+                    left -= len(piece)
+    if out:
+        out.close()
+    return parts, whole.hexdigest()
 
 
 def calls(parts: list[Path], run_args: str) -> list[dict]:
@@ -225,8 +265,10 @@ def calls(parts: list[Path], run_args: str) -> list[dict]:
     out = []
     for part in parts[:-1]:
         rel = part.relative_to(ROOT)
-        cmd = (f"set -e; mkdir -p /tmp/gpukit; cp {rel} /tmp/gpukit/; cd /tmp/gpukit; "
-               f"echo '{sha256(part)}  {part.name}' | sha256sum -c; ls -l /tmp/gpukit")  # fmt: skip
+        cmd = (
+            f"set -e; mkdir -p /tmp/gpukit; cp {rel} /tmp/gpukit/; cd /tmp/gpukit; "
+            f"echo '{sha256(part)}  {part.name}' | sha256sum -c; ls -l /tmp/gpukit"
+        )
         out.append({"command": cmd, "carry": [str(rel)], "timeout_s": 120})
     last = [str(parts[-1].relative_to(ROOT)), ".carry/kit"]
     cmd = f"bash deploy/gpu/run.sh {run_args}".strip()
@@ -238,9 +280,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--python", default=None, help="a CPython 3.12 to resolve with (default: python3.12 or pyenv's)")
     p.add_argument("--extras", default="serve,gpu,gpu-decode")
+    nvjpeg = "nvidia-nvjpeg~=13.0.0"  # nvimgcodec decodes JPEG with it; the image's CUDA 13.0 wheels lack it
+    p.add_argument("--also", nargs="*", default=[nvjpeg], help=f"more requirements (default: {nvjpeg})")
     p.add_argument("--kinds", type=Path, default=Path("/work/.library/device/KINDS.md"), help="the image's packages")
     p.add_argument("--keep", nargs="*", default=[], help="carry these although the image has them")
-    p.add_argument("--drop", nargs="*", default=[], help="never carry these")
+    # the engine imports OpenVINO only for a model it serves on a CPU by its export's record; the GPU check never does
+    p.add_argument("--drop", nargs="*", default=["openvino"], help="never carry these (default: openvino)")
     photos = Path(os.environ.get("LOADTEST_IMAGES", ROOT.parent / "shared" / "images"))
     p.add_argument("--images", type=Path, default=photos, help="the photos (default: as loadtest.drive finds them)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/gpukit/cache"))
@@ -253,24 +298,25 @@ def main() -> None:
     ignore_carry()
     CARRY.mkdir(exist_ok=True)
 
-    resolved = resolve(python, requirements(args.extras.split(",")), args.cache)
+    resolved = resolve(python, [*requirements(args.extras.split(",")), *args.also], args.cache)
     image = image_packages(args.kinds)
     keep, drop = {norm(n) for n in args.keep}, {norm(n) for n in args.drop}
     carried = [d for d in resolved if (d["name"] not in image or d["name"] in keep) and d["name"] not in drop]
     skipped = sorted(f"{d['name']}=={d['version']}" for d in resolved if d not in carried)
-    archive = payload(download(python, carried, args.cache), args.cache, args.threads)
+    streams = [compressed(w, args.cache, args.threads) for w in download(python, carried, args.cache)]
 
     kit(args.cache, args.images, CARRY / "kit")
     tree = tree_bytes()
     room = int(args.limit_mib * MIB) - tree  # per call, for carried paths
     extra = folder_bytes(CARRY / "kit") + 64 * 1024  # the kit, its sums file included
-    total = archive.stat().st_size
+    total = sum(s.stat().st_size for s in streams)
     n = math.ceil((total + extra) / room)
     size = math.ceil((total + extra) / n)  # balanced: each call keeps the same headroom for a growing tree
-    parts = split(archive, n, size)
+    parts, whole = split(streams, size)
     sums = "".join(f"{sha256(part)}  {part.name}\n" for part in parts)
     (CARRY / "kit" / "parts.sha256").write_text(sums)
-    (CARRY / "kit" / "payload.sha256").write_text(f"{sha256(archive)}  payload.tar.xz\n")
+    (CARRY / "kit" / "payload.sha256").write_text(f"{whole}  payload\n")
+    (CARRY / "kit" / "payload.txt").write_text("".join(f"{s.stat().st_size} {s.name[:-3]}\n" for s in streams))
     (CARRY / "kit" / "carried.txt").write_text("".join(f"{d['name']}=={d['version']}\n" for d in carried))
     plan = calls(parts, args.run_args)
     (CARRY / "calls.json").write_text(json.dumps(plan, indent=2))
@@ -279,14 +325,17 @@ def main() -> None:
     print(f"left to the image ({len(skipped)}): {' '.join(skipped)}")
     print(f"payload {total / MIB:.1f} MiB in {n} parts; working tree {tree / MIB:.2f} MiB; kit {extra / MIB:.2f} MiB")
     for i, call in enumerate(plan, 1):
-        sent = tree + sum(folder_bytes(ROOT / c) if (ROOT / c).is_dir() else (ROOT / c).stat().st_size
-                          for c in call["carry"])  # fmt: skip
+        sent = tree + sum(
+            folder_bytes(ROOT / c) if (ROOT / c).is_dir() else (ROOT / c).stat().st_size for c in call["carry"]
+        )
         assert len(call["command"]) <= 2000
         print(f"\ncall {i}/{len(plan)}  (sends {sent / MIB:.1f} MiB of 64; timeout_s {call['timeout_s']})")
         print(f"  carry:   {json.dumps(call['carry'])}")
         print(f"  command: {call['command']}")
-    print("\nMake the calls back to back: the machine forgets /tmp/gpukit after 30 s idle. Each reply's `warm` "
-          "must be true from call 2 on; if not, start again at call 1. Also in .carry/calls.json.")  # fmt: skip
+    print(
+        "\nMake the calls back to back: the machine forgets /tmp/gpukit after 30 s idle. Each reply's `warm` "
+        "must be true from call 2 on; if not, start again at call 1. Also in .carry/calls.json."
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ leftovers() {  # servers gpu_check started in their own sessions, if it was cut 
   for env in /proc/[0-9]*/environ; do
     pid=${env#/proc/}; pid=${pid%/environ}
     [ "$pid" = $$ ] && continue
-    if tr '\0' '\n' <"$env" 2>/dev/null | grep -qx "GPUKIT_RUN_ID=$GPUKIT_RUN_ID"; then kill "$pid" 2>/dev/null; fi
+    grep -qsxzF "GPUKIT_RUN_ID=$GPUKIT_RUN_ID" "$env" && kill "$pid" 2>/dev/null
   done
 }
 
@@ -60,27 +60,54 @@ want=$(cut -d' ' -f1 "$KIT/payload.sha256")
 if [ "$(cat "$SITE/.gpukit" 2>/dev/null)" != "$want" ]; then
   (cd "$WORK" && sha256sum -c --quiet "$KIT/parts.sha256") || { log "a part is corrupt"; exit 3; }
   rm -rf "$WORK/wheels" "$SITE"
+  mkdir -p "$WORK/wheels"
   log "unpacking ${#parts[@]} parts"
-  cat "${parts[@]}" | "$PY" -c 'import lzma, sys, tarfile
-tarfile.open(fileobj=lzma.open(sys.stdin.buffer), mode="r|").extractall(sys.argv[1], filter="data")' "$WORK" || exit 4
+  # the parts, end to end, are one xz stream per wheel, in the order and of the sizes payload.txt gives
+  cat "${parts[@]}" | "$PY" -c 'import lzma, os, sys
+src = sys.stdin.buffer
+for line in open(sys.argv[1]):
+    size, name = line.split()
+    left, xz = int(size), lzma.LZMADecompressor()
+    with open(os.path.join(sys.argv[2], name), "wb") as out:
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                sys.exit(f"the payload ends inside {name}")
+            left -= len(chunk)
+            out.write(xz.decompress(chunk))
+    if not xz.eof:
+        sys.exit(f"{name}: truncated xz stream")' "$KIT/payload.txt" "$WORK/wheels" || exit 4
   log "pip install --no-index --target $SITE: $(ls "$WORK"/wheels | wc -l) wheels"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WORK"/wheels/*.whl || exit 4
   rm -rf "$WORK/wheels"
-  # onnxruntime.preload_dlls() looks for nvidia/cu13/lib and nvidia/cudnn/lib beside onnxruntime, i.e. in $SITE:
-  # link the image's CUDA and cuDNN wheels in there (nvidia/ is a pkgutil namespace, nvimgcodec sits beside them).
+  # onnxruntime.preload_dlls() looks for nvidia/cu13/lib and nvidia/cudnn/lib beside onnxruntime, nvimgcodec for
+  # nvidia/cu13/lib/libnvjpeg.so.13 beside itself, i.e. all in $SITE: merge the image's nvidia/ tree into $SITE's
+  # with symbolic links (folders where $SITE has none, files in folders it has, as carried nvJPEG's cu13/lib).
   env -u PYTHONPATH "$PY" - "$SITE" <<'EOF' || exit 4
 import os, site, sys
-mine = os.path.join(sys.argv[1], "nvidia")
-os.makedirs(mine, exist_ok=True)
-for base in site.getsitepackages():
-    theirs = os.path.join(base, "nvidia")
-    if not os.path.isdir(theirs):
-        continue
+linked = []
+
+def merge(theirs: str, mine: str) -> None:
+    os.makedirs(mine, exist_ok=True)
     for name in sorted(os.listdir(theirs)):
-        link = os.path.join(mine, name)
-        if name not in ("__init__.py", "__pycache__") and not os.path.lexists(link):
-            os.symlink(os.path.join(theirs, name), link)
-            print("linked", link, "->", os.path.join(theirs, name))
+        src, dst = os.path.join(theirs, name), os.path.join(mine, name)
+        if name in ("__init__.py", "__pycache__"):
+            continue
+        if not os.path.lexists(dst):
+            os.symlink(src, dst)
+            linked.append(dst)
+        elif os.path.isdir(src) and os.path.isdir(dst) and not os.path.islink(dst):
+            merge(src, dst)
+
+try:  # every nvidia/ folder the image's python3 sees (torch's CUDA and cuDNN wheels)
+    import nvidia
+    folders = list(nvidia.__path__)
+except ImportError:
+    folders = [os.path.join(b, "nvidia") for b in site.getsitepackages()]
+for folder in folders:
+    if os.path.isdir(folder):
+        merge(folder, os.path.join(sys.argv[1], "nvidia"))
+print(f"linked {len(linked)} paths of {folders} into {sys.argv[1]}/nvidia, e.g.", *linked[-3:])
 EOF
   echo "$want" >"$SITE/.gpukit"
 else
@@ -124,7 +151,7 @@ raise SystemExit(s.get_providers()[0] != "CUDAExecutionProvider")
 EOF
 }
 if [ "$ALLOW_CPU" = 0 ] && ! preflight; then
-  LD_LIBRARY_PATH=$(env -u PYTHONPATH "$PY" -c 'import glob, site; print(":".join(sorted({d for b in site.getsitepackages() for d in glob.glob(b + "/nvidia/*/lib")})))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  LD_LIBRARY_PATH=$(env -u PYTHONPATH "$PY" -c 'import glob, nvidia; print(":".join(sorted({d for b in nvidia.__path__ for d in glob.glob(b + "/*/lib")})))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export LD_LIBRARY_PATH
   log "retrying with LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   preflight || { ldd "$SITE"/onnxruntime/capi/libonnxruntime_providers_cuda.so | grep -i "not found"; exit 5; }

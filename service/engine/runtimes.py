@@ -6,10 +6,10 @@ than onnxruntime on the same file, and its top-1 agreement with onnxruntime on t
 is at least ``MIN_TOP1`` (the rule int8 has). The GPU path is untouched: a model on CUDA stays there.
 """
 
+import importlib.util
 import logging
 
 import numpy as np
-import openvino as ov
 
 from contract import ModelMetadata, cpu_isa
 
@@ -51,6 +51,8 @@ class OpenVinoModel:
     """
 
     def __init__(self, sessions: Sessions, runtime: str, threads: int) -> None:
+        import openvino as ov  # only where a model runs on it: a GPU image need not carry it
+
         self.entry, self.meta = sessions.entry, sessions.meta
         config = {
             "INFERENCE_PRECISION_HINT": OPENVINO[runtime],
@@ -77,5 +79,7 @@ def load(entry: Entry, sessions: Sessions, setting: str, threads: int) -> Sessio
     if sessions.provider != "CPUExecutionProvider":
         return sessions
     runtime, why = choose(entry.meta, setting)
+    if runtime != ONNXRUNTIME and setting == "auto" and importlib.util.find_spec("openvino") is None:
+        runtime, why = ONNXRUNTIME, f"{runtime} is faster here, but the openvino package is not installed"
     log.warning("!!! model %s on %s: %s !!!", entry.tag, runtime, why)
     return sessions if runtime == ONNXRUNTIME else OpenVinoModel(sessions, runtime, threads)
