@@ -118,6 +118,9 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
     old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
     with serve("service.service:Classifier", old, out / "server-old.log") as url:
         result["served_engine_in_each_worker"] = sweep(url, files, seconds, "resnet50-fp16")
+    with serve("service.service:Classifier", {**env, "RESNET_BATCHES_IN_FLIGHT": "2"}, out / "server-2.log") as url:
+        points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
+        result["served_two_batches_in_flight"] = [{"model": "resnet50-fp16", **r} for r in points]
     with serve("service.service:Classifier", {**env, "RESNET_DECODER": "nvimgcodec"}, out / "server-nv.log") as url:
         points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
         result["served_nvimgcodec"] = [{"model": "resnet50-fp16", **r} for r in points]
@@ -141,7 +144,8 @@ def report(result: dict) -> None:
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
             f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
         )
-    for r in result["served"] + result["served_engine_in_each_worker"] + result["served_nvimgcodec"]:
+    served = result["served"] + result["served_engine_in_each_worker"] + result["served_two_batches_in_flight"]
+    for r in served + result["served_nvimgcodec"]:
         print(
             f"served      {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
             f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "

@@ -163,16 +163,20 @@ def gpu_extras(g: dict) -> str:
             f"\nDecode + `crop` resize alone, one thread: Pillow {rates['pillow']:.0f} images/s, nvImageCodec "
             f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n"
         )
-    if g.get("served_nvimgcodec"):
-        cols = [
-            ("model", "model", "s"),
-            ("concurrency", "clients", "d"),
-            ("images_per_s", "images/s", ".0f"),
-            ("p50_ms", "p50 ms", ".1f"),
-            ("p99_ms", "p99 ms", ".1f"),
-            ("errors", "errors", "d"),
-        ]
-        out += f"\nServed with `RESNET_DECODER=nvimgcodec`:\n\n{table(g['served_nvimgcodec'], cols)}\n"
+    cols = [
+        ("model", "model", "s"),
+        ("concurrency", "clients", "d"),
+        ("images_per_s", "images/s", ".0f"),
+        ("p50_ms", "p50 ms", ".1f"),
+        ("p99_ms", "p99 ms", ".1f"),
+        ("errors", "errors", "d"),
+    ]
+    for key, title in (
+        ("served_nvimgcodec", "`RESNET_DECODER=nvimgcodec`"),
+        ("served_two_batches_in_flight", "`RESNET_BATCHES_IN_FLIGHT=2`"),
+    ):
+        if g.get(key):
+            out += f"\nServed with {title}:\n\n{table(g[key], cols)}\n"
     return out
 
 

@@ -54,6 +54,7 @@ class Settings:
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
+    batches_in_flight: int = field(default_factory=lambda: int(_env("BATCHES_IN_FLIGHT", "1")))  # per engine
     engines: int = field(default_factory=_engines)  # 0: the model runs in the front's process
     front_workers: int = field(default_factory=_front_workers)
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))

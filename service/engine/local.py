@@ -50,9 +50,11 @@ class LocalEngine:
             )
             self.models[entry.name] = runtimes.load(entry, sessions, settings.runtime, threads)
         self.runner = Runner(self.models, _observe)
-        # its own thread: model calls never queue behind image decoding in the loop's default executor
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3)
+        # threads of their own: model calls never queue behind image decoding in the loop's default executor; on a
+        # GPU, a second batch in flight overlaps its copies with the first one's compute (Triton's instance count 2)
+        depth = settings.batches_in_flight
+        self.pool = ThreadPoolExecutor(depth, thread_name_prefix="engine")
+        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3, depth)
         warmed = sum(m.warmup() for m in self.models.values())
         log.warning(
             "engine ready in %.1f s: %d model(s), %d (batch size, shape) pairs warmed, %d threads, spinning %s",
