@@ -2,6 +2,7 @@
 does within the precision it runs."""
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -120,3 +121,14 @@ def test_served_on_the_runtime_auto_chose_from_the_record(measured, tmp_path):
             answers[setting] = httpx.post(f"{url}/classify", files=photo, timeout=30).json()["predictions"][0]
     assert answers["auto"]["label"] == answers["onnxruntime"]["label"]
     assert abs(answers["auto"]["probability"] - answers["onnxruntime"]["probability"]) < 0.02
+
+
+def test_two_engine_threads_share_an_openvino_model_safely():
+    """RESNET_BATCHES_IN_FLIGHT=2: two calls at once, each on its own infer request, each its own answer."""
+    model = OpenVinoModel(Sessions(catalog.read("m", DEFAULT), ("CPUExecutionProvider",), 1, False), "openvino-f32", 1)
+    inputs = [images((2, 112, 112 + 32 * (i % 3)), seed=i) for i in range(8)]
+    alone = [model.run(x, ["logits"])["logits"] for x in inputs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda x: model.run(x, ["logits"])["logits"], inputs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)

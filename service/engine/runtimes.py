@@ -8,6 +8,7 @@ is at least ``MIN_TOP1`` (the rule int8 has). The GPU path is untouched: a model
 
 import importlib.util
 import logging
+import threading
 
 import numpy as np
 
@@ -59,8 +60,8 @@ class OpenVinoModel:
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         }
-        compiled = ov.Core().compile_model(str(self.entry.path / "model.onnx"), "CPU", config)
-        self.request = compiled.create_infer_request()  # one caller: the engine's model thread
+        self.compiled = ov.Core().compile_model(str(self.entry.path / "model.onnx"), "CPU", config)
+        self.requests = threading.local()  # an infer request per engine thread: one takes one call at a time
         self.provider = f"OpenVINO CPU ({runtime})"
 
     def warm_shapes(self) -> list[tuple[int, int, int]]:
@@ -70,8 +71,10 @@ class OpenVinoModel:
         return warm(self, self.warm_shapes())
 
     def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        self.request.infer({"pixels": pixels})
-        return {name: self.request.get_tensor(name).data.copy() for name in names}
+        if (request := getattr(self.requests, "request", None)) is None:
+            request = self.requests.request = self.compiled.create_infer_request()
+        request.infer({"pixels": pixels})
+        return {name: request.get_tensor(name).data.copy() for name in names}
 
 
 def load(entry: Entry, sessions: Sessions, setting: str, threads: int) -> Sessions | OpenVinoModel:
