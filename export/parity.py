@@ -43,10 +43,12 @@ def images(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return np.stack([np.asarray(sample(rng, size=(w, h)).image) for _ in range(b)])
 
 
-def session(path, providers: list | None = None, threads: int = 0) -> ort.InferenceSession:
-    """A quiet session on ``providers`` (CPU by default) with ``threads`` intra-op threads (0: onnxruntime's)."""
+def session(path, providers: list | None = None, threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+    """A quiet session on ``providers`` (CPU by default) with ``threads`` intra-op threads (0: onnxruntime's);
+    ``spinning=False`` as the service runs it (idle threads sleep between calls)."""
     opts = ort.SessionOptions()
     opts.log_severity_level, opts.intra_op_num_threads = 3, threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 

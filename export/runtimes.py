@@ -8,6 +8,8 @@ you serve on (a record holds only for CPUs with the same instruction sets):
 
 import argparse
 import os
+import statistics
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -19,9 +21,10 @@ from contract.metadata import Runtime, cpu_isa
 
 from .graph import INPUT
 from .parity import compare, images, session
-from .speed import machine, median_seconds
+from .speed import machine
 
 HINTS = {"openvino-bf16": "bf16", "openvino-f32": "f32"}
+PAUSE_S = 0.003  # between timed calls
 GENERATED = 192  # generated shapes (unseen seeds) beside the parity images for the top-1 agreement
 CAPABILITY = {"bf16": "BF16", "f32": "FP32"}  # OpenVINO's names for them among the CPU's capabilities
 
@@ -56,15 +59,28 @@ def photo_variants(folder: Path, side: int) -> list[np.ndarray]:
     return out
 
 
+def cpu_per_call(run, x: np.ndarray, min_time: float = 0.2) -> float:
+    """CPU seconds (every thread of this process) per call of ``run(x)``, each call followed by a pause as a
+    server's calls are: a runtime whose threads spin between calls pays for it here, as it would served."""
+    run(x)
+    calls, cpu, wall = 0, time.process_time(), time.perf_counter()
+    while calls < 2 or time.perf_counter() - wall < min_time:
+        run(x)
+        time.sleep(PAUSE_S)
+        calls += 1
+    return (time.process_time() - cpu) / calls
+
+
 def _top1(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return float(np.mean([int(a.argmax() == b.argmax()) for a, b in pairs]))
 
 
 def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[int, ...] = (1, 8)) -> Runtime:
-    """One OpenVINO precision on ``folder``'s model.onnx, timed interleaved with onnxruntime, and its logits
-    against onnxruntime's on the export's parity shapes and on ``photos``."""
+    """One OpenVINO precision on ``folder``'s model.onnx, its CPU time per image measured interleaved with
+    onnxruntime's, and its logits against onnxruntime's on the export's parity shapes and on ``photos``."""
     meta, path, threads = contract.read(folder), folder / "model.onnx", os.cpu_count() or 1
-    ort, request = session(path, threads=threads), compile_model(path, HINTS[name], threads).create_infer_request()
+    ort = session(path, threads=threads, spinning=False)  # as the service runs it
+    request = compile_model(path, HINTS[name], threads).create_infer_request()
 
     def run_ov(x: np.ndarray) -> np.ndarray:
         request.infer({INPUT: x})
@@ -76,8 +92,9 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[in
     size, ms, base = meta.preprocessing.crop.size, [], []
     for batch in batches:
         x = images((batch, size, size), seed=7)
-        base.append(round(median_seconds(lambda x=x: run_ort(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
-        ms.append(round(median_seconds(lambda x=x: run_ov(x), runs=3, min_time=0.1) * 1e3 / batch, 3))
+        rounds = [(cpu_per_call(run_ort, x), cpu_per_call(run_ov, x)) for _ in range(3)]  # interleaved
+        base.append(round(statistics.median(o for o, _ in rounds) * 1e3 / batch, 3))
+        ms.append(round(statistics.median(v for _, v in rounds) * 1e3 / batch, 3))
     inputs = [images(tuple(row["shape"]), seed=i) for i, row in enumerate(meta.parity["shapes"])]  # the export's
     inputs += [images((32, size, size), seed=2026 + i) for i in range(GENERATED // 32)]  # unseen: a real percentage
     parity = [compare(run_ort(x), run_ov(x)) | {"n": len(x)} for x in inputs]
