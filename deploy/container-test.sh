@@ -19,6 +19,7 @@ if [ ! -f /etc/containers/containers.conf ] || ! grep -q runc /etc/containers/co
 fi
 work=$(mktemp -d)
 trap 'podman rm -f resnet-ct resnet-ct-bento >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+podman rm -f resnet-ct resnet-ct-bento >/dev/null 2>&1 || true  # left by a run that was killed
 if ! podman image exists localhost/debian:bookworm; then
   echo "» debootstrap a Debian bookworm base"
   $SUDO debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null

@@ -256,18 +256,19 @@ def test_an_engine_at_its_limit_is_a_503_at_the_front_never_a_500(tmp_path) -> N
     assert all(a.headers["retry-after"] == "1" and a.json()["error"] == "overloaded" for a in refused)
 
 
-def test_a_slow_heartbeat_keeps_the_verdict_and_a_refused_one_is_down() -> None:
+def test_a_late_heartbeat_keeps_the_verdict_until_two_in_a_row_and_a_refused_one_is_down() -> None:
     """An engine busy on a CPU may answer its health route late: that is not a dead engine (every request
-    would be refused at once); a refused connection is."""
+    would be refused at once); one silent twice in a row, or refusing connections, is."""
 
     async def main() -> None:
         held = []
         silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)  # accepts, never answers
         engine = RemoteEngine(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "", 30, ["m"])
         try:
-            for verdict in (True, False):
-                engine.up = verdict
-                assert await engine._alive() is verdict
+            engine.up = True
+            assert [await engine._alive() for _ in range(2)] == [True, False]
+            engine.up, engine.misses = False, 0
+            assert await engine._alive() is False, "a late answer does not bring a down engine back"
         finally:
             await engine.close()
             silent.close()

@@ -19,7 +19,8 @@ from .batcher import Batcher
 from .tensors import Item, Result, group
 
 BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
-PROBE = aiohttp.ClientTimeout(total=1)  # a heartbeat that takes longer leaves the verdict as it was
+PROBE = aiohttp.ClientTimeout(total=1)  # a heartbeat answered later than this is a miss
+MISSES = 2  # misses in a row: an engine that silent is down (hung or stopped); a busy one misses one now and then
 HEARTBEAT_S = 0.5
 CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
 
@@ -39,6 +40,7 @@ class RemoteEngine:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
         self.up: bool | None = None  # the last health verdict; None before the first
+        self.misses = 0  # heartbeats in a row without an answer in time
         self._heartbeat: asyncio.Task | None = None
 
     @property
@@ -55,11 +57,21 @@ class RemoteEngine:
 
     async def _alive(self) -> bool:
         try:
-            return (await self._request("GET", "/v2/health/ready", timeout=PROBE))[0] == 200
-        except TimeoutError:  # slow, not gone: an engine busy on a CPU keeps its verdict (calls have their timeout)
-            return self.up is not False
+            alive = (await self._request("GET", "/v2/health/ready", timeout=PROBE))[0] == 200
+        except TimeoutError:
+            return self._late()
         except aiohttp.ClientError:
-            return False
+            alive = False
+        self.misses = 0
+        return alive
+
+    def _late(self) -> bool:
+        """A health question not answered in time: the verdict stands until MISSES in a row (a CPU-busy engine
+        answers late now and then; a hung or stopped one never does)."""
+        self.misses += 1
+        if self.misses >= MISSES:
+            self.up = False
+        return self.up is not False
 
     async def _beat(self) -> None:
         while True:
@@ -131,12 +143,19 @@ class RemoteEngine:
         return [by_item[i] for i in range(len(items))]
 
     async def ready(self) -> bool:
-        """Up, and every model ready on the engine, asked with the token (a wrong token is not ready)."""
-        try:
-            calls = [self._call("GET", f"/v2/models/{m}/ready") for m in self.models]  # slow under load, not down
-            statuses = [status for status, _, _ in await asyncio.gather(*calls)]
-        except EngineUnavailable:
+        """Up by the heartbeat, and every model ready on the engine, asked with the token (a wrong token is not
+        ready); not answered in time is not ready, and a miss."""
+        if not await self._is_up():
             return False
+        asked = [self._request("GET", f"/v2/models/{m}/ready", timeout=PROBE) for m in self.models]
+        try:
+            statuses = [status for status, _, _ in await asyncio.gather(*asked)]
+        except TimeoutError:
+            self._late()
+            return False
+        except aiohttp.ClientError:
+            return False
+        self.misses = 0
         return all(s == 200 for s in statuses)
 
     async def providers(self) -> dict[str, str]:
