@@ -114,6 +114,15 @@ def cpu_isa() -> list[str]:
     return [f for f in ISA if f in flags]
 
 
+OPENVINO = {"openvino-bf16": "bf16", "openvino-f32": "f32"}  # a runtime record's name → OpenVINO's precision hint
+
+
+def openvino_config(name: str, threads: int) -> dict:
+    """How OpenVINO compiles a model for ``name``, for the export's record and the service alike: what is
+    measured is what is served."""
+    return {"INFERENCE_PRECISION_HINT": OPENVINO[name], "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+
+
 class Runtime(_Strict):
     """Another CPU runtime run on this file at export, beside onnxruntime: how fast, and how far its answers move."""
 

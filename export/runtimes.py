@@ -17,13 +17,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import contract
-from contract.metadata import Runtime, cpu_isa
+from contract.metadata import OPENVINO, Runtime, cpu_isa, openvino_config
 
 from .graph import INPUT
 from .parity import compare, images, session
 from .speed import machine
 
-HINTS = {"openvino-bf16": "bf16", "openvino-f32": "f32"}
 PAUSE_S = 0.003  # between timed calls
 GENERATED = 192  # generated shapes (unseen seeds) beside the parity images for the top-1 agreement
 CAPABILITY = {"bf16": "BF16", "f32": "FP32"}  # OpenVINO's names for them among the CPU's capabilities
@@ -34,15 +33,14 @@ def hints() -> list[str]:
     import openvino as ov  # here, not above: an export for a GPU host need not have it
 
     native = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return [name for name, hint in HINTS.items() if CAPABILITY[hint] in native]
+    return [name for name, hint in OPENVINO.items() if CAPABILITY[hint] in native]
 
 
-def compile_model(path: Path, hint: str, threads: int):
-    """The service's configuration (service/engine/runtimes.py): latency first, ``threads`` threads."""
+def compile_model(path: Path, name: str, threads: int):
+    """The model compiled as the service compiles it (``contract.openvino_config``)."""
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    return ov.Core().compile_model(str(path), "CPU", config)
+    return ov.Core().compile_model(str(path), "CPU", openvino_config(name, threads))
 
 
 def photo_variants(folder: Path, side: int) -> list[np.ndarray]:
@@ -80,7 +78,7 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[in
     onnxruntime's, and its logits against onnxruntime's on the export's parity shapes and on ``photos``."""
     meta, path, threads = contract.read(folder), folder / "model.onnx", os.cpu_count() or 1
     ort = session(path, threads=threads, spinning=False)  # as the service runs it
-    request = compile_model(path, HINTS[name], threads).create_infer_request()
+    request = compile_model(path, name, threads).create_infer_request()
 
     def run_ov(x: np.ndarray) -> np.ndarray:
         request.infer({INPUT: x})

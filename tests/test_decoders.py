@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from contract import Crop, Full, Preprocessing
 from service.imaging.decoders import jpeg_decoder
-from service.imaging.preprocess import ImageLimits, prepare
+from service.imaging.preprocess import prepare
 from tests.conftest import IMAGES
-
-PRE = Preprocessing(
-    mean=(0.5,) * 3,
-    std=(0.25,) * 3,
-    policy="full",
-    crop=Crop(resize=146, size=128),
-    full=Full(short_side=128, max_long_side=384),
-)
-LIMITS = ImageLimits(max_pixels=10_000_000, max_aspect=20, min_side=16)
+from tests.test_preprocess import LIMITS, PRE  # the same policies and limits as the in-process tests
 
 
 def jpeg() -> bytes:

@@ -10,7 +10,7 @@ import openvino as ov
 import pytest
 
 from contract import cpu_isa
-from contract.metadata import Runtime
+from contract.metadata import OPENVINO, Runtime
 from export.parity import images
 from export.runtimes import record
 from service import catalog
@@ -90,7 +90,7 @@ def test_the_export_records_what_this_cpu_runs_and_auto_reads_it(measured):
     assert chosen == (max(fit, key=Runtime.speedup).name if fit else "onnxruntime"), why
 
 
-@pytest.mark.parametrize("name", [n for n in runtimes.OPENVINO if BF16 or n != "openvino-bf16"])
+@pytest.mark.parametrize("name", [n for n in OPENVINO if BF16 or n != "openvino-bf16"])
 def test_openvino_answers_as_onnxruntime_does_at_its_precision(name):
     entry = catalog.read("m", DEFAULT)
     sessions = Sessions(entry, ("CPUExecutionProvider",), 1, False)

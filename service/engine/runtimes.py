@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from contract import ModelMetadata, cpu_isa
+from contract.metadata import OPENVINO, openvino_config
 
 from ..catalog import Entry
 from .sessions import Sessions, warm
@@ -20,7 +21,6 @@ from .sessions import Sessions, warm
 log = logging.getLogger("resnet.engine")
 MIN_TOP1 = 0.99
 ONNXRUNTIME = "onnxruntime"
-OPENVINO = {"openvino-bf16": "bf16", "openvino-f32": "f32"}  # a runtime's name → OpenVINO's precision hint
 CHOICES = ("auto", ONNXRUNTIME, *OPENVINO)
 
 
@@ -55,11 +55,7 @@ class OpenVinoModel:
         import openvino as ov  # only where a model runs on it: a GPU image need not carry it
 
         self.entry, self.meta = sessions.entry, sessions.meta
-        config = {
-            "INFERENCE_PRECISION_HINT": OPENVINO[runtime],
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-        }
+        config = openvino_config(runtime, threads)  # as the export's record measured it
         self.compiled = ov.Core().compile_model(str(self.entry.path / "model.onnx"), "CPU", config)
         self.requests = threading.local()  # an infer request per engine thread: one takes one call at a time
         self.provider = f"OpenVINO CPU ({runtime})"
