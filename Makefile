@@ -30,16 +30,19 @@ serve: $(VENV)/.serve
 	$(BIN)/bentoml serve service.service:Classifier --port $(PORT)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download is not possible here);
-# the load tests' compiled generator is Debian's wrk.
+# the load tests' compiled generator is Debian's wrk; the alert rules' checker is Debian's promtool.
 CHROMIUM := /usr/bin/chromium
 WRK := /usr/bin/wrk
+PROMETHEUS := /usr/bin/promtool
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium
 $(WRK):
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk
+$(PROMETHEUS):
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus
 
-test: $(VENV)/.dev $(CHROMIUM) $(WRK)
+test: $(VENV)/.dev $(CHROMIUM) $(WRK) $(PROMETHEUS)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.dev
@@ -82,7 +85,7 @@ export-default: $(VENV)/.dev
 	$(BIN)/python -m export resnet10_shapes --weights default_model/weights.safetensors \
 	  --num-classes 6 --labels default_model/labels.txt --name shapes-resnet10 \
 	  --policy full --short-side 112 --max-long-side 336 --crop-resize 128 --crop-size 112 \
-	  --precision fp32 int8 --training-record default_model/training.json $(if $(wildcard ../shared/images),--photos ../shared/images) \
+	  --precision fp32 int8 --reference-images 4000 --training-record default_model/training.json $(if $(wildcard ../shared/images),--photos ../shared/images) \
 	  --output default_model --no-store
 
 clean:

@@ -1,8 +1,22 @@
 """What an export writes and the service reads: ``model.json``, typed once for both sides.
 
-Pure Python (pydantic only), so the service can use it without torch and the export without bentoml.
+Pydantic, and numpy for the out-of-distribution score both sides compute alike: the service uses it without
+torch and the export without bentoml.
 """
 
 from .metadata import Crop, Full, ModelMetadata, Preprocessing, Runtime, cpu_isa, cpu_name, read, write
+from .reference import OodScore, Reference
 
-__all__ = ["Crop", "Full", "ModelMetadata", "Preprocessing", "Runtime", "cpu_isa", "cpu_name", "read", "write"]
+__all__ = [
+    "Crop",
+    "Full",
+    "ModelMetadata",
+    "OodScore",
+    "Preprocessing",
+    "Reference",
+    "Runtime",
+    "cpu_isa",
+    "cpu_name",
+    "read",
+    "write",
+]

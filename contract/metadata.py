@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .reference import Reference
+
 Policy = Literal["crop", "full"]
 Precision = Literal["fp32", "fp16", "int8"]
 POLICIES: tuple[str, ...] = Policy.__args__
@@ -175,6 +177,7 @@ class ModelMetadata(_Strict):
     quantization: dict[str, Any] | None = Field(None, description="the int8 recipe, for an int8 model")
     speed: Speed | None = None
     runtimes: list[Runtime] = Field(default_factory=list, description="other CPU runtimes measured on this file")
+    reference: Reference | None = Field(None, description="embedding statistics: the out-of-distribution score")
     notes: list[str] = Field(default_factory=list, description="the export's warnings about this model")
 
     @model_validator(mode="after")

@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=256, help="int8: images to calibrate on (256)")
     p.add_argument("--photos", type=Path, help="real photos for the CPU runtimes' top-1 agreement (optional)")
     p.add_argument("--no-runtimes", action="store_true", help="skip timing OpenVINO beside onnxruntime")
+    p.add_argument("--reference-dir", type=Path, help="reference images for the OOD score (default: shapes)")
+    p.add_argument("--reference-images", type=int, default=1000, help="reference images to use (1000; 0: none)")
     p.add_argument("--training-record", type=Path, help="JSON stored as the model's 'training' metadata")
     p.add_argument("--output", type=Path, help="also write <name>[-precision]/model.onnx + model.json here")
     p.add_argument("--no-store", action="store_true", help="do not write to the BentoML model store")
@@ -98,6 +100,8 @@ def spec_from_args(args: argparse.Namespace) -> ExportSpec:
         calibration_images=args.calibration_images,
         photos=args.photos,
         runtimes=not args.no_runtimes,
+        reference_dir=args.reference_dir,
+        reference_images=args.reference_images,
         training_record=record,
         output=args.output,
         to_store=not args.no_store,

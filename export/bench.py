@@ -105,7 +105,15 @@ def main(out: Path, photos: list[Path]) -> None:
     work = out / "models"
     if not fresh(work / "resnet50-int8"):
         # parity on the five default shapes, ≥ 512 px among them
-        run(ExportSpec(variant="resnet50", random_init=True, precisions=("fp32", "int8"), output=work, to_store=False))
+        spec = ExportSpec(
+            variant="resnet50",
+            random_init=True,
+            precisions=("fp32", "int8"),
+            output=work,
+            to_store=False,
+            reference_images=0,
+        )
+        run(spec)
     r50 = models.create("resnet50").eval()  # timing only: its weights need not be the exported ones
     shapes = models.load_checkpoint(models.create("resnet10_shapes", num_classes=6), DEFAULT / "weights.safetensors")
     rows = compare_engines(

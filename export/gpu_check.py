@@ -179,6 +179,7 @@ def main() -> None:
         to_store=False,
         parity_shapes=[(2, 224, 224)],
         runtimes=False,  # the CPU runtimes' record: not what a GPU host serves on
+        reference_images=0,
     )
     torch.manual_seed(0)
     run(spec)

@@ -21,7 +21,7 @@ import models
 from contract.metadata import PRECISIONS, ModelMetadata, Speed
 from models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import runtimes, store
+from . import reference, runtimes, store
 from .graph import IMAGENET_MEAN, IMAGENET_STD, INPUT, OUTPUTS, ServingGraph, export_onnx
 from .parity import TOLERANCE, default_shapes, images, parity_report, rule_for
 from .speed import measure
@@ -61,6 +61,8 @@ class ExportSpec:
     calibration_images: int = 256
     runtimes: bool = True  # measure OpenVINO beside onnxruntime (a few seconds to a minute)
     photos: Path | None = None  # real photos for the CPU runtimes' top-1 agreement
+    reference_dir: Path | None = None  # the out-of-distribution score's reference images (default: shapes)
+    reference_images: int = 1000  # 0: no reference statistics, no score
     training_record: dict | None = None
     output: Path | None = None
     to_store: bool = True
@@ -292,7 +294,7 @@ def run(spec: ExportSpec) -> list[Path]:
         files, recipe = convert(spec, model, work)
         checked = {p: check(spec, model, p, files[p]) for p in PRECISIONS if p in files and p in spec.precisions}
         speed, slower = compare_speed(files, model.default_input_size)
-        written = []
+        written, pixels = [], None
         for precision, (report, notes) in checked.items():
             entry = name if precision == "fp32" else f"{name}-{precision}"
             notes = [*notes, *slower.get(precision, [])]
@@ -310,4 +312,10 @@ def run(spec: ExportSpec) -> list[Path]:
                 t = _stage(f"OpenVINO beside onnxruntime on {precision}")
                 found = runtimes.record(written[-1], spec.photos)
                 _done(t, " ".join(f"{r.name} {r.speedup():.2f}× top-1 {r.top1:.1%}" for r in found))
+            if spec.reference_images:
+                t = _stage(f"reference statistics of {precision} for the out-of-distribution score")
+                pre, n = meta.preprocessing, spec.reference_images
+                pixels = pixels or reference.reference_pixels(pre, spec.reference_dir, n, seed=7)
+                r = reference.add(written[-1], *pixels)
+                _done(t, f"({r.components} Gaussians on {r.source}; threshold {r.threshold:.3f})")
         return save(spec, written)

@@ -1,4 +1,4 @@
-"""Write exported folders (model.onnx + model.json + head.npz) into the BentoML model store.
+"""Write exported folders (model.onnx, model.json, head.npz and reference.npz if any) into the BentoML model store.
 
 Torch-free, so ``make serve`` can import the committed default model with serving packages only:
 
@@ -17,6 +17,12 @@ import contract
 FILES = ("model.onnx", "model.json", "head.npz")
 
 
+def files(folder: Path) -> list[str]:
+    """What an export folder holds: the reference statistics too, when the export computed them."""
+    meta = contract.read(folder)
+    return [*FILES, *([meta.reference.file] if meta.reference else [])]
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -24,7 +30,7 @@ def sha256(path: Path) -> str:
 def digest(folder: Path) -> str:
     """One hash over the folder's files: a changed model.json (new metadata, same graph) is a new entry."""
     h = hashlib.sha256()
-    for file in FILES:
+    for file in files(folder):
         h.update(file.encode() + b"\0" + sha256(folder / file).encode())
     return h.hexdigest()
 
@@ -60,7 +66,7 @@ def save(folder: Path) -> bentoml.Model:
         "parity_worst": meta.parity["worst"],
     }
     with bentoml.models.create(meta.name, labels=labels, metadata=summary) as model:
-        for file in FILES:
+        for file in files(folder):
             shutil.copy2(folder / file, Path(model.path) / file)
     return model
 

@@ -25,3 +25,51 @@ REQUESTS = bentoml.metrics.Counter(
     documentation="Images accepted, per model, policy and shape bucket (height x width)",
     labelnames=["model", "policy", "bucket"],
 )
+
+# What the model is doing (classifier/telemetry.py): per model, over every answer.
+ANSWERS = bentoml.metrics.Counter(
+    name="resnet_answers",
+    documentation="Answers per predicted (top-1) label",
+    labelnames=["model", "label"],
+)
+TOP1 = bentoml.metrics.Histogram(
+    name="resnet_top1_probability",
+    documentation="The top-1 probability of each answer",
+    labelnames=["model"],
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+OOD = bentoml.metrics.Counter(
+    name="resnet_ood",
+    documentation="Answers whose out-of-distribution score is above the model's threshold",
+    labelnames=["model"],
+)
+DRIFT = bentoml.metrics.Gauge(
+    name="resnet_drift",
+    documentation="Mean out-of-distribution score of a worker's last answers (0 until they fill its window): the worst",
+    labelnames=["model"],
+    multiprocess_mode="livemax",
+)
+DRIFT_THRESHOLD = bentoml.metrics.Gauge(
+    name="resnet_drift_threshold",
+    documentation="The drift that windows of the model's reference data stay under 99.9 % of the time",
+    labelnames=["model"],
+    multiprocess_mode="livemax",
+)
+REFERENCE_LABELS = bentoml.metrics.Gauge(
+    name="resnet_reference_label_fraction",
+    documentation="Each label's share of the answers on the model's reference data",
+    labelnames=["model", "label"],
+    multiprocess_mode="livemax",
+)
+
+# The engine's queue (protocol/batcher.py), summed over the processes that run models.
+QUEUED = bentoml.metrics.Gauge(
+    name="resnet_engine_queued_images",
+    documentation="Images waiting for a model call",
+    multiprocess_mode="livesum",
+)
+IN_FLIGHT = bentoml.metrics.Gauge(
+    name="resnet_engine_batches_in_flight",
+    documentation="Model calls running",
+    multiprocess_mode="livesum",
+)

@@ -118,6 +118,7 @@ def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
         parity_shapes=[(1, 112, 112), (2, 112, 224)],
         output=tmp_path,
         to_store=False,
+        reference_images=0,  # tests/test_reference.py
     )
     (folder,) = run(spec)
     recorded = catalog.read("fresh", folder).meta.runtimes

@@ -57,11 +57,28 @@ def test_manifests_fit_together() -> None:
     assert env["front"]["RESNET_ENGINE_URL"]["value"] == f"http://resnet-engine:{port}", "the front finds the engine"
     policy = r[("NetworkPolicy", "resnet-engine")]["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pods["engine"][0]["metadata"]["labels"].items()
-    (rule,) = policy["ingress"]
+    rule, scrape = policy["ingress"]  # the fronts, and Prometheus for /metrics (the engine HPA's metric)
     assert [f["podSelector"]["matchLabels"] for f in rule["from"]] == [pods["front"][0]["metadata"]["labels"]]
-    assert rule["ports"] == [{"protocol": "TCP", "port": pods["engine"][1]["ports"][0]["containerPort"]}]
+    engine_port = [{"protocol": "TCP", "port": pods["engine"][1]["ports"][0]["containerPort"]}]
+    assert rule["ports"] == scrape["ports"] == engine_port
     assert r[("Service", "resnet-serve")]["spec"]["selector"].items() <= pods["front"][0]["metadata"]["labels"].items()
     assert r[("HorizontalPodAutoscaler", "resnet-front")]["spec"]["scaleTargetRef"]["name"] == "resnet-front"
+
+
+def test_engine_scales_on_its_queue() -> None:
+    """The engine's HPA targets its Deployment on a Pods metric that prometheus-adapter's rules serve."""
+    r = resources()
+    spec = r[("HorizontalPodAutoscaler", "resnet-engine")]["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "resnet-engine"}
+    assert spec["minReplicas"] > r[("PodDisruptionBudget", "resnet-engine")]["spec"]["minAvailable"]
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
+    adapter = yaml.safe_load(r[("ConfigMap", "prometheus-adapter")]["data"]["config.yaml"])
+    served = {rule["name"]["as"]: rule for rule in adapter["rules"]}
+    assert metric["pods"]["metric"]["name"] in served, "prometheus-adapter serves the HPA's metric"
+    assert served[metric["pods"]["metric"]["name"]]["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    (front_metric,) = r[("HorizontalPodAutoscaler", "resnet-front")]["spec"]["metrics"]
+    assert front_metric["resource"]["name"] == "cpu", "fronts scale on decoding, i.e. CPU"
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/base.Dockerfile"])

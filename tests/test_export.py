@@ -43,6 +43,7 @@ def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
         to_store=False,
         tolerance=tolerance,
         runtimes=False,  # timed once, below and in tests/test_runtimes.py
+        reference_images=0,  # fitted once, in tests/test_reference.py
     )
     (folder,) = run(spec)
     meta = json.loads((folder / "model.json").read_text())
@@ -90,16 +91,20 @@ def test_cli_end_to_end(tmp_path) -> None:
         "int8",
         "--policy",
         "full",
+        "--reference-images",
+        "120",
         "--output",
         str(out),
         home=home,
         check=True,
     )
-    for stage in ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "speed of", "save"):
+    stages = ("build", "export to ONNX", "parity fp32", "parity int8", "quantise", "speed of", "reference", "save")
+    for stage in stages:
         assert stage in proc.stderr
     for entry, precision in (("r18", "fp32"), ("r18-fp16", "fp16"), ("r18-int8", "int8")):
         meta = contract.read(out / entry)
         assert meta.precision == precision and meta.labels[3] == "thing 3"
+        assert meta.reference.images + meta.reference.held_out == 120 and (out / entry / "reference.npz").is_file()
         assert meta.preprocessing.policy == "full" and meta.trained is False
         assert len(meta.parity["shapes"]) == 5 and meta.parity["tolerance"]["min_top1"] == MIN_TOP1[precision]
         assert (home / "models" / entry).is_dir(), "saved to the BentoML model store"
@@ -137,6 +142,7 @@ def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -
             parity_shapes=[(1, 64, 64)],
             output=tmp_path,
             to_store=False,
+            reference_images=0,
         )
     )
     meta = contract.read(folder)

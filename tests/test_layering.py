@@ -1,5 +1,6 @@
-"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain;
-inside service/, each subpackage imports only the layers below it, and only the engine imports a runtime."""
+"""The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain
+(pydantic and numpy); inside service/, each subpackage imports only the layers below it, and only the engine imports
+a runtime."""
 
 import ast
 import os
@@ -16,7 +17,7 @@ FORBIDDEN = {
     "models": {"onnx", "onnxruntime", "bentoml", "service", "export"},
     "export": {"service"},
     "loadtest": {"torch", "models", "export", "service"},
-    "contract": {"torch", "models", "export", "service", "loadtest", "onnx", "onnxruntime", "bentoml", "numpy"},
+    "contract": {"torch", "models", "export", "service", "loadtest", "onnx", "onnxruntime", "bentoml"},
 }
 
 

@@ -16,12 +16,14 @@ from ..imaging.preprocess import ImageLimits, Prepared, prepare
 from ..metrics import PREPROCESS_SECONDS, REQUESTS
 from ..protocol.tensors import Engine, Item, Result
 from .heatmap import cam, normalise, overlay_png, peak
-from .schemas import Classification, Embedding, Explanation, Prediction, Timing
+from .schemas import Classification, Embedding, Explanation, OutOfDistribution, Prediction, Timing
+from .telemetry import Monitor
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits.astype(np.float64) - logits.max())
-    return z / z.sum()
+    """Row-wise, in float64: probabilities of [N, K] logits."""
+    z = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Image:
 
     prepared: Prepared
     result: Result
+    probabilities: np.ndarray  # [K]
+    ood: OutOfDistribution | None
     preprocess_ms: float
     inference_ms: float
 
@@ -49,6 +53,7 @@ class Front:
     def __init__(self, entries: dict[str, Entry], engine: Engine, settings: Settings, jpeg: Decode | None) -> None:
         self.entries, self.engine, self.settings, self.jpeg = entries, engine, settings, jpeg
         self.heads = {name: e.head()[0] for name, e in entries.items()}
+        self.monitors = {name: Monitor(e) for name, e in entries.items()}
         self.default = next(iter(entries))
 
     def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
@@ -78,15 +83,23 @@ class Front:
     async def run(
         self, entry: Entry, policy: str, images: list[bytes], outputs: tuple[str, ...] = ("logits",)
     ) -> list[Image]:
-        """Prepare ``images`` concurrently, then one engine call for them all."""
+        """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted."""
         prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
+        monitor = self.monitors[entry.name]
+        outputs = tuple(dict.fromkeys((*outputs, *monitor.outputs)))
         t = time.perf_counter()
         results = await self.engine.infer([Item(entry.name, p.pixels, outputs) for p, _ in prepared])
         inference_ms = (time.perf_counter() - t) * 1e3
-        return [Image(p, r, ms, inference_ms) for (p, ms), r in zip(prepared, results, strict=True)]
+        probabilities = softmax(np.stack([r.outputs["logits"] for r in results]))
+        embeddings = np.stack([r.outputs["embedding"] for r in results]) if "embedding" in outputs else None
+        verdicts = monitor.observe(probabilities, embeddings)
+        return [
+            Image(p, r, probs, ood, ms, inference_ms)
+            for (p, ms), r, probs, ood in zip(prepared, results, probabilities, verdicts, strict=True)
+        ]
 
     def _classification(self, entry: Entry, policy: str, image: Image, top_k: int) -> dict:
-        probs = softmax(image.result.outputs["logits"])
+        probs = image.probabilities
         order = np.argsort(-probs)[:top_k]
         labels, (h, w) = entry.meta.labels, image.prepared.pixels.shape[:2]
         return dict(
@@ -96,6 +109,7 @@ class Front:
             original_size=image.prepared.original,
             inferred_size=(w, h),
             timing=image.timing(),
+            ood=image.ood,
         )
 
     async def classify(
@@ -110,11 +124,10 @@ class Front:
 
     async def probabilities(
         self, model: str, policy: str | None, top_k: int, images: list[bytes]
-    ) -> tuple[str, np.ndarray]:
-        """(policy used, class probabilities [N, K]) for encoded images: the Open Inference Protocol's image models."""
+    ) -> tuple[str, list[Image]]:
+        """(policy used, each image's answer) for encoded images: the Open Inference Protocol's image models."""
         entry, policy = self.resolve(model, policy, top_k)
-        ran = await self.run(entry, policy, images)
-        return policy, np.stack([softmax(image.result.outputs["logits"]) for image in ran])
+        return policy, await self.run(entry, policy, images)
 
     async def explain(
         self, data: bytes, class_index: int | None, include_map: bool, top_k: int, model: str | None, policy: str | None
@@ -147,7 +160,12 @@ class Front:
         if normalize:
             vec = vec / max(np.linalg.norm(vec), 1e-12)
         return Embedding(
-            model=entry.name, dim=len(vec), normalized=normalize, embedding=vec.tolist(), timing=image.timing()
+            model=entry.name,
+            dim=len(vec),
+            normalized=normalize,
+            embedding=vec.tolist(),
+            timing=image.timing(),
+            ood=image.ood,
         )
 
     async def models(self) -> list[dict]:

@@ -2,7 +2,9 @@
 
 An image model takes ``images`` (BYTES [N], as OpenVINO Model Server does) through the front's own
 decoding, limits and resize policy, and returns ``probabilities`` (FP32 [N, K]) and the top-k
-``labels`` (BYTES [N, k]); ``top_k`` and ``policy`` are request parameters.
+``labels`` (BYTES [N, k]); ``top_k`` and ``policy`` are request parameters. A model exported with reference
+data also returns each image's out-of-distribution ``ood_score`` (FP32 [N]) and verdict ``out_of_distribution``
+(BOOL [N]), as /classify does.
 """
 
 import numpy as np
@@ -14,13 +16,14 @@ from ..protocol.codec import bytes_array
 from ..protocol.server import VERSION, only, parameters
 from .front import Front
 
+OOD = {"ood_score": "FP32", "out_of_distribution": "BOOL"}  # outputs of a model exported with reference data
+
 
 class ImageModel:
-    outputs = ("probabilities", "labels")
-
     def __init__(self, name: str, tensor_model: str, meta: ModelMetadata, front: Front) -> None:
         self.name, self.tensor_model, self.meta, self.front = name, tensor_model, meta, front
         self.top_k = min(5, meta.num_classes)  # when a request gives none
+        self.outputs = ("probabilities", "labels") + (tuple(OOD) if meta.reference else ())
 
     async def metadata(self) -> dict:
         k = self.meta.num_classes
@@ -32,6 +35,7 @@ class ImageModel:
             "outputs": [
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, k]},
                 {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+                *({"name": o, "datatype": t, "shape": [-1]} for o, t in OOD.items() if o in self.outputs),
             ],
             "parameters": {
                 "labels": self.meta.labels,
@@ -51,8 +55,12 @@ class ImageModel:
         if type(top_k) is not int or not isinstance(policy, str | None):
             raise ApiError(400, "bad_parameters", "top_k must be an integer and policy a string")
         encoded = [bytes(b) for b in images]
-        policy, probabilities = await self.front.probabilities(self.tensor_model, policy, top_k, encoded)
+        policy, answers = await self.front.probabilities(self.tensor_model, policy, top_k, encoded)
+        probabilities = np.stack([a.probabilities for a in answers]).astype(np.float32)
         order = np.argsort(-probabilities, axis=1)[:, :top_k]
         labels = bytes_array([[self.meta.labels[i].encode() for i in row] for row in order])
-        outputs = {"probabilities": probabilities.astype(np.float32), "labels": labels}
+        outputs = {"probabilities": probabilities, "labels": labels}
+        if "ood_score" in self.outputs:
+            outputs["ood_score"] = np.array([a.ood.score for a in answers], np.float32)
+            outputs["out_of_distribution"] = np.array([a.ood.flagged for a in answers])
         return {o: outputs[o] for o in names}, {"policy": policy, "top_k": top_k}

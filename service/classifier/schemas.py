@@ -1,5 +1,7 @@
 """Pydantic response models: what every route answers, as documented in /docs.json."""
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -22,6 +24,18 @@ class Timing(BaseModel):
     batch_size: int = Field(description="images in that onnxruntime call")
 
 
+class OutOfDistribution(BaseModel):
+    score: float = Field(
+        description="how unlike the model's reference data the image is, in nats per embedding dimension; 0 is typical"
+    )
+    threshold: float = Field(description="the score 0.5 % of held-out reference images exceed, chosen at export")
+    flagged: bool = Field(description="score > threshold: the model was not trained on images like this one")
+
+
+def _ood() -> Any:  # a Field
+    return Field(None, description="null for a model exported without reference data", json_schema_extra=_null_first)
+
+
 class Classification(BaseModel):
     model: str
     policy: str
@@ -29,6 +43,7 @@ class Classification(BaseModel):
     original_size: tuple[int, int] = Field(description="(width, height) after EXIF orientation")
     inferred_size: tuple[int, int] = Field(description="(width, height) the model saw")
     timing: Timing
+    ood: OutOfDistribution | None = _ood()
 
 
 class BatchClassification(BaseModel):
@@ -51,3 +66,4 @@ class Embedding(BaseModel):
     normalized: bool
     embedding: list[float]
     timing: Timing
+    ood: OutOfDistribution | None = _ood()

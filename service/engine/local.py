@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import catalog
 from ..config import Settings
-from ..metrics import BATCH_SIZE, INFERENCE_SECONDS
+from ..metrics import BATCH_SIZE, IN_FLIGHT, INFERENCE_SECONDS, QUEUED
 from ..protocol.batcher import Batcher
 from ..protocol.tensors import Item, Result
 from . import runtimes
@@ -25,6 +25,11 @@ log = logging.getLogger("resnet.engine")
 def _observe(model: str, size: int, seconds: float) -> None:
     BATCH_SIZE.labels(model=model).observe(size)
     INFERENCE_SECONDS.labels(model=model).observe(seconds)
+
+
+def _queue(queued: int, in_flight: int) -> None:
+    QUEUED.set(queued)
+    IN_FLIGHT.set(in_flight)
 
 
 class LocalEngine:
@@ -54,7 +59,7 @@ class LocalEngine:
         # GPU, a second batch in flight overlaps its copies with the first one's compute (Triton's instance count 2)
         depth = settings.batches_in_flight
         self.pool = ThreadPoolExecutor(depth, thread_name_prefix="engine")
-        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3, depth)
+        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3, depth, _queue)
         warmed = sum(m.warmup() for m in self.models.values())
         log.warning(
             "engine ready in %.1f s: %d model(s), %d (batch size, shape) pairs warmed, %d threads, spinning %s",

@@ -21,13 +21,22 @@ class QueueTimeout(EngineUnavailable):
     """A request waited longer than the queue budget: 503."""
 
 
+Gauge = Callable[[int, int], None]  # (items queued, calls in flight), told whenever either changes
+
+
 class Batcher:
     """``run`` takes a batch of items and returns each one's result or exception, in order."""
 
     def __init__(
-        self, run: Callable[[list], Awaitable[list]], max_batch_size: int, budget_s: float, depth: int = 1
+        self,
+        run: Callable[[list], Awaitable[list]],
+        max_batch_size: int,
+        budget_s: float,
+        depth: int = 1,
+        gauge: Gauge | None = None,
     ) -> None:
         self.run, self.max_batch_size, self.budget_s, self.depth = run, max_batch_size, budget_s, depth
+        self.gauge = gauge
         self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
@@ -41,6 +50,7 @@ class Batcher:
         futures = [loop.create_future() for _ in items]
         for item, future in zip(items, futures, strict=True):
             self.queue.append((item, future, loop.call_later(self.budget_s, self._expire, future)))
+        self._report()
         self.wake.set()
         try:
             return await asyncio.gather(*futures)
@@ -74,10 +84,16 @@ class Batcher:
                 await slots.acquire()
                 if not (batch := self._take()):
                     slots.release()
+                    self._report()  # what expired while it waited is gone
                     break
                 call = asyncio.get_running_loop().create_task(self._call(batch))
                 self.calls.add(call)
-                call.add_done_callback(lambda done: (self.calls.discard(done), slots.release()))
+                self._report()
+                call.add_done_callback(lambda done: (self.calls.discard(done), slots.release(), self._report()))
+
+    def _report(self) -> None:
+        if self.gauge is not None:
+            self.gauge(len(self.queue), len(self.calls))
 
     async def _call(self, batch: list[tuple[object, asyncio.Future]]) -> None:
         try:

@@ -1,0 +1,73 @@
+"""How a model's embeddings looked on its reference data (``reference.npz`` beside model.json), and the
+out-of-distribution score judged against it: the export fits and thresholds it, the service scores with it.
+
+The score is the negative log-likelihood of the embedding's square root (ReLU-pooled features are skewed;
+the root evens their spread) under the nearest of a few Gaussians, one per frequent predicted class, in nats
+per embedding dimension, less the reference's median: 0 is a typical reference image. Drift is the mean score of
+recent answers, each capped at the threshold: flagged images are the out-of-distribution rate's; drift watches the
+bulk move.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+QUANTILE = 0.995  # of the held-out reference scores: the threshold flags ~0.5 % of in-distribution images
+
+
+class Reference(BaseModel):
+    """The record in model.json: where the statistics came from, for which file, and the thresholds chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field("reference.npz", description="the arrays, beside model.onnx")
+    source: str = Field(description="the images they were computed from")
+    images: int = Field(description="images the Gaussians were fitted on")
+    held_out: int = Field(description="further images the thresholds were chosen on")
+    model_sha256: str = Field(description="the model.onnx whose embeddings these are")
+    transform: Literal["sqrt"] = "sqrt"
+    components: int = Field(ge=1, description="Gaussians: one per frequent predicted class, else one for all")
+    rank: int = Field(ge=1, description="eigen-directions kept per Gaussian; the rest share one variance")
+    shrinkage: float
+    offset: float = Field(description="the held-out images' median raw score, subtracted so that 0 is typical")
+    threshold: float = Field(description=f"the held-out scores' {QUANTILE:.1%} quantile: above it, flagged")
+    drift_window: int = Field(ge=1, description="answers in the drift gauge's sliding window")
+    drift_threshold: float = Field(
+        description="the mean score over a window, each capped at the threshold, that held-out windows stay under"
+    )
+    label_frequencies: list[float] = Field(description="each class's share of the reference's predictions")
+    top1_quantiles: dict[str, float] = Field(description="the reference's top-1 probability at p5 … p95")
+
+
+class OodScore:
+    """Scores embeddings [N, C] against the Gaussians of ``reference.npz``; a few microseconds per image."""
+
+    def __init__(self, means: np.ndarray, basis: np.ndarray, variances: np.ndarray, residual: np.ndarray) -> None:
+        self.means = means.astype(np.float32)  # [G, C]
+        self.scaled = (basis / np.sqrt(variances)[..., None]).astype(np.float32)  # [G, R, C], rows whitened
+        self.basis, self.variances = basis.astype(np.float32), variances.astype(np.float64)  # [G, R, C], [G, R]
+        self.residual = residual.astype(np.float64)  # [G]: the variance of each direction not kept
+        dim, rank = means.shape[1], basis.shape[1]
+        self.logdet = np.log(variances).sum(1) + (dim - rank) * np.log(residual)
+        self.offset = 0.0
+
+    @classmethod
+    def load(cls, folder: Path, record: Reference) -> "OodScore":
+        with np.load(Path(folder) / record.file) as npz:
+            score = cls(npz["means"], npz["basis"], npz["variances"], npz["residual"])
+        score.offset = record.offset
+        return score
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What ``reference.npz`` holds."""
+        return {"means": self.means, "basis": self.basis, "variances": self.variances, "residual": self.residual}
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        d = np.sqrt(np.maximum(embeddings, 0, dtype=np.float32))[:, None, :] - self.means  # [N, G, C]
+        white = np.einsum("grc,ngc->ngr", self.scaled, d)
+        kept = np.einsum("grc,ngc->ngr", self.basis, d)
+        rest = np.maximum((d * d).sum(-1) - (kept * kept).sum(-1), 0) / self.residual
+        nll = (white * white).sum(-1) + rest + self.logdet  # [N, G]
+        return nll.min(1) / self.means.shape[1] - self.offset

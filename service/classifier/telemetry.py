@@ -1,0 +1,53 @@
+"""What each model is doing, per answer: its label and confidence, how unlike its reference data the image is
+(contract/reference.py), and the drift of recent answers, for /metrics and for the answer itself."""
+
+from collections import deque
+
+import numpy as np
+
+from contract import OodScore
+
+from ..catalog import Entry
+from ..metrics import ANSWERS, DRIFT, DRIFT_THRESHOLD, OOD, REFERENCE_LABELS, TOP1
+from .schemas import OutOfDistribution
+
+
+class Monitor:
+    """One model's telemetry in this worker; the drift window is this worker's own recent answers."""
+
+    def __init__(self, entry: Entry) -> None:
+        name, self.reference = entry.name, entry.meta.reference
+        self.answers = [ANSWERS.labels(model=name, label=label) for label in entry.meta.labels]
+        self.top1, self.ood = TOP1.labels(model=name), OOD.labels(model=name)
+        self.score = None if self.reference is None else OodScore.load(entry.path, self.reference)
+        if self.reference is not None:
+            self.window: deque[float] = deque(maxlen=self.reference.drift_window)
+            self.drift = DRIFT.labels(model=name)
+            DRIFT_THRESHOLD.labels(model=name).set(self.reference.drift_threshold)
+            for label, share in zip(entry.meta.labels, self.reference.label_frequencies, strict=True):
+                REFERENCE_LABELS.labels(model=name, label=label).set(share)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The graph outputs it needs beside the logits."""
+        return () if self.score is None else ("embedding",)
+
+    def observe(self, probabilities: np.ndarray, embeddings: np.ndarray | None) -> list[OutOfDistribution | None]:
+        """Count a request's answers ([N, K] probabilities, [N, C] embeddings); each one's verdict."""
+        best = probabilities.argmax(1)
+        for label, p in zip(best, probabilities[np.arange(len(best)), best], strict=True):
+            self.answers[label].inc()
+            self.top1.observe(float(p))
+        if self.score is None or embeddings is None:
+            return [None] * len(best)
+        scores, threshold = self.score(embeddings), self.reference.threshold
+        flagged = scores > threshold
+        if flagged.any():
+            self.ood.inc(int(flagged.sum()))
+        self.window.extend(np.minimum(scores, threshold).tolist())
+        if len(self.window) == self.window.maxlen:
+            self.drift.set(sum(self.window) / len(self.window))
+        return [
+            OutOfDistribution(score=float(s), threshold=threshold, flagged=bool(f))
+            for s, f in zip(scores, flagged, strict=True)
+        ]
