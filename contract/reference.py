@@ -42,15 +42,18 @@ class Reference(BaseModel):
 
 
 class OodScore:
-    """Scores embeddings [N, C] against the Gaussians of ``reference.npz``; a few microseconds per image."""
+    """Scores embeddings [N, C] against the Gaussians of ``reference.npz``: one or two matrix-vector products."""
 
     def __init__(self, means: np.ndarray, basis: np.ndarray, variances: np.ndarray, residual: np.ndarray) -> None:
-        self.means = means.astype(np.float32)  # [G, C]
-        self.scaled = (basis / np.sqrt(variances)[..., None]).astype(np.float32)  # [G, R, C], rows whitened
-        self.basis, self.variances = basis.astype(np.float32), variances.astype(np.float64)  # [G, R, C], [G, R]
-        self.residual = residual.astype(np.float64)  # [G]: the variance of each direction not kept
-        dim, rank = means.shape[1], basis.shape[1]
-        self.logdet = np.log(variances).sum(1) + (dim - rank) * np.log(residual)
+        self.means, self.basis = means.astype(np.float32), basis.astype(np.float32)  # [G, C], [G, R, C]
+        self.variances, self.residual = variances.astype(np.float64), residual.astype(np.float64)  # [G, R], [G]
+        groups, rank, dim = basis.shape
+        white = self.basis / np.sqrt(self.variances)[..., None].astype(np.float32)
+        # ||W (z - m)||² for every Gaussian at once: z @ Wᵀ - W m, with W the whitened directions of all of them
+        self.white, self.white_means = white.reshape(groups * rank, dim), np.einsum("grc,gc->gr", white, self.means)
+        self.full = rank == dim  # else the directions not kept share one variance: ||z - m||² - ||V (z - m)||²
+        self.kept_means = np.einsum("grc,gc->gr", self.basis, self.means)
+        self.logdet = np.log(self.variances).sum(1) + (dim - rank) * np.log(self.residual)
         self.offset = 0.0
 
     @classmethod
@@ -65,9 +68,12 @@ class OodScore:
         return {"means": self.means, "basis": self.basis, "variances": self.variances, "residual": self.residual}
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        d = np.sqrt(np.maximum(embeddings, 0, dtype=np.float32))[:, None, :] - self.means  # [N, G, C]
-        white = np.einsum("grc,ngc->ngr", self.scaled, d)
-        kept = np.einsum("grc,ngc->ngr", self.basis, d)
-        rest = np.maximum((d * d).sum(-1) - (kept * kept).sum(-1), 0) / self.residual
-        nll = (white * white).sum(-1) + rest + self.logdet  # [N, G]
-        return nll.min(1) / self.means.shape[1] - self.offset
+        z = np.sqrt(np.maximum(embeddings, 0, dtype=np.float32))  # [N, C]
+        groups, rank, dim = self.basis.shape
+        white = (z @ self.white.T).reshape(len(z), groups, rank) - self.white_means  # [N, G, R]
+        nll = (white * white).sum(-1, dtype=np.float64) + self.logdet  # [N, G]
+        if not self.full:
+            kept = (z @ self.basis.reshape(groups * rank, dim).T).reshape(len(z), groups, rank) - self.kept_means
+            d2 = (z * z).sum(1)[:, None] - 2 * z @ self.means.T + (self.means * self.means).sum(1)
+            nll += np.maximum(d2 - (kept * kept).sum(-1), 0) / self.residual
+        return nll.min(1) / dim - self.offset

@@ -42,12 +42,19 @@ def fresh_home(name: str, *model_folders: Path) -> Path:
     return home
 
 
-def in_process(images: list[bytes]) -> tuple[dict, dict]:
-    """export.bench (torch vs onnxruntime fp32/int8) and service.bench (decode + model, no HTTP)."""
+def in_process(images: list[bytes]) -> tuple[dict, dict, dict]:
+    """export.bench (torch vs onnxruntime fp32/int8) and service.bench (decode + model, no HTTP; the telemetry's
+    cost per request on the default models, with metrics in Prometheus multiprocess mode as served)."""
     files = save(OUT / "photos", images)
     child("export.bench", str(OUT), str(OUT / "photos"))
-    child("service.bench", str(OUT / "pipeline.json"), str(MODELS / "resnet50"), *map(str, files))
-    return json.loads((OUT / "inprocess.json").read_text()), json.loads((OUT / "pipeline.json").read_text())["pipeline"]
+    metrics = OUT / "prometheus-multiproc"
+    shutil.rmtree(metrics, ignore_errors=True)
+    metrics.mkdir()
+    defaults = [str(ROOT / "default_model" / m) for m in ("shapes-resnet10", "shapes-resnet10-int8")]
+    cmd = ["service.bench", str(OUT / "pipeline.json"), str(MODELS / "resnet50"), *map(str, files)]
+    child(*cmd, "--telemetry", *defaults, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    pipeline = json.loads((OUT / "pipeline.json").read_text())
+    return json.loads((OUT / "inprocess.json").read_text()), pipeline["pipeline"], pipeline["telemetry_us"]
 
 
 def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
@@ -98,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     images = photos()
-    inproc, pipeline = in_process(images)
+    inproc, pipeline, telemetry = in_process(images)
     series, points = served(images, args.seconds)
     soak_result = soaked()
     six = photos(sizes=(640,))
@@ -106,8 +113,10 @@ def main() -> None:
     files = sorted((OUT / "photos").iterdir())
     on_cpu = runtimes.measure(OUT, MODELS, PHOTOS, files, six, args.seconds)
     met = targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
-    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu)
+    met += targets.telemetry(telemetry)
+    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
+    summary["telemetry_us"] = telemetry
     summary["runtimes"] = on_cpu
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")

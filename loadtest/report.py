@@ -215,7 +215,15 @@ def int8_line(inproc: dict) -> str:
 
 
 def write(
-    inproc: dict, pipeline: dict, series: dict, points: dict, cost: dict, targets: list, seconds: float, on_cpu: dict
+    inproc: dict,
+    pipeline: dict,
+    series: dict,
+    points: dict,
+    cost: dict,
+    targets: list,
+    seconds: float,
+    on_cpu: dict,
+    telemetry: dict,
 ) -> str:
     """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
     plot(series, DOCS / "bench_http.png")
@@ -249,6 +257,10 @@ peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.
 Decode + preprocess + onnxruntime, one image at a time, no HTTP: `crop` p50
 {pipeline["crop"]["p50_ms"]:.1f} ms (of which preprocessing {pipeline["crop"]["preprocess_p50_ms"]:.1f} ms),
 `full` p50 {pipeline["full"]["p50_ms"]:.1f} ms. Through HTTP at concurrency 1: p50 {c1["p50_ms"]:.1f} ms.
+
+Model telemetry per one-image request (labels, confidence, the out-of-distribution score and the drift window,
+metrics in Prometheus multiprocess mode as served; median of 5 × 5,000 calls):
+{", ".join(f"`{m}` {us:.0f} µs" for m, us in telemetry.items())}.
 
 ![HTTP throughput and latency](docs/bench_http.png)
 

@@ -1,19 +1,22 @@
 """In-process pipeline timing: decode + preprocess + onnxruntime on files, no HTTP, one at a time.
 
-python -m service.bench OUT.json MODEL_FOLDER IMAGE...    (run by `make bench`)
+python -m service.bench OUT.json MODEL_FOLDER IMAGE... [--telemetry FOLDER]   (run by `make bench`)
 
 Besides latency, it gives the CPU floor of a request: CPU time per image of the same work with one
-onnxruntime thread, which the served CPU-ms per request are measured against.
+onnxruntime thread, which the served CPU-ms per request are measured against; and what the model
+telemetry adds to each request (classifier/telemetry.py), too small for the served CPU-ms to show.
 """
 
+import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from . import catalog
 from .catalog import Entry
+from .classifier.front import softmax
+from .classifier.telemetry import Monitor
 from .config import SETTINGS
 from .engine.runner import Runner
 from .engine.sessions import Sessions
@@ -60,7 +63,25 @@ def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, fl
     return rates
 
 
-def main(out: Path, folder: Path, files: list[Path]) -> None:
+def telemetry_us(entry: Entry, data: list[bytes], calls: int = 5000) -> float:
+    """Median microseconds of Monitor.observe for a one-image request (labels, confidence, OOD score, drift)."""
+    limits = ImageLimits.of(SETTINGS, entry.meta.min_input_size)
+    sessions, monitor = Sessions(entry, CPU, 1, False), Monitor(entry)
+    answers = []
+    for blob in data:
+        pixels = prepare(blob, entry.meta.preprocessing.policy, entry.meta.preprocessing, limits).pixels
+        out = sessions.run(pixels[None], ["logits", "embedding"])
+        answers.append((softmax(out["logits"]), out["embedding"]))
+    rounds = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for i in range(calls):
+            monitor.observe(*answers[i % len(answers)])
+        rounds.append((time.perf_counter() - t) / calls * 1e6)
+    return statistics.median(rounds)
+
+
+def main(out: Path, folder: Path, files: list[Path], telemetry: list[Path]) -> None:
     entry = catalog.read(folder.name, folder)
     data = [f.read_bytes() for f in files]
     fast = Runner({entry.name: Sessions(entry, CPU, 0, False)})  # every core: the latency a request can reach
@@ -73,9 +94,16 @@ def main(out: Path, folder: Path, files: list[Path]) -> None:
         "pipeline": rows,
         "cpu_floor_ms": floor,
         "decode_images_per_s": decode_rates(entry, data),
+        "telemetry_us": {f.name: telemetry_us(catalog.read(f.name, f), data) for f in telemetry},
     }
     out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--telemetry", nargs="*", type=Path, default=[], help="models with reference statistics")
+    args = parser.parse_args()
+    main(args.out, args.folder, args.images, args.telemetry)

@@ -139,11 +139,14 @@ def test_front_classifies_through_the_remote_engine(split) -> None:
     before = batches_run(split)
     r = httpx.post(f"{split['front']}/classify", files={"image": ("star.png", STAR, "image/png")}, timeout=30)
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "star", r.text
+    assert r.json()["ood"]["flagged"] is False, "the front scores the embedding the remote engine returns"
     explained = httpx.post(f"{split['front']}/explain", files={"image": ("s.png", STAR, "image/png")}, timeout=30)
     assert explained.status_code == 200 and explained.json()["class_label"] == "star"
     listing = httpx.get(f"{split['front']}/models").json()
     assert {m["provider"] for m in listing} == {"CPUExecutionProvider"}, "reported by the engine"
     assert batches_run(split) >= before + 2, "the engine ran both"
+    engine = httpx.get(f"{split['engine']}/metrics", headers=auth(split)).text
+    assert "resnet_engine_queued_images 0.0" in engine and "resnet_engine_batches_in_flight 0.0" in engine, "idle"
 
 
 class CountingEngine(RemoteEngine):

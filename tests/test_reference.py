@@ -25,8 +25,8 @@ def test_shipped_reference_belongs_to_its_model(folder) -> None:
 
 
 # (fresh shapes flagged at most, real images flagged at least): the targets are ≤ 2 % and ≥ 95 %; int8 misses the
-# second by one image (74 of 78: three Hubble Deep Field crops, which look like a shape's dotted background, and one
-# camera crop)
+# second by one image (74 of 78: two Hubble Deep Field crops, whose dots on black look like a shape's cluttered
+# background, a crop of camera.png and a small one of horse.png)
 TARGETS = {"shapes-resnet10": (0.02, 0.95), "shapes-resnet10-int8": (0.02, 0.94)}
 
 
@@ -59,6 +59,23 @@ def test_fit_and_thresholds_on_known_gaussians() -> None:
     drift = reference.drift_threshold(capped, 256)
     windows = np.minimum(fresh, threshold)[: 256 * 78].reshape(78, 256).mean(1)
     assert np.all(windows < drift) and capped.mean() < drift
+
+
+@pytest.mark.parametrize("rank", [4, 16])
+def test_score_is_the_gaussians_negative_log_likelihood(rank: int, monkeypatch) -> None:
+    """Low-rank (the directions not kept share one variance) or full: the score equals the textbook formula."""
+    monkeypatch.setattr(reference, "RANK", rank)
+    rng = np.random.default_rng(1)
+    embeddings = rng.gamma(2.0, 1.0, (600, 16)) * rng.uniform(0.2, 3, 16)
+    logits = np.eye(3)[rng.integers(3, size=600)]
+    score = reference.fit(logits, embeddings)
+    z = np.sqrt(embeddings[:5])
+    expected = []
+    for m, v, lam, res in zip(score.means, score.basis, score.variances, score.residual, strict=True):
+        cov = v.T @ np.diag(lam) @ v + res * (np.eye(16) - v.T @ v)
+        d = z - m
+        expected.append(np.einsum("nc,cd,nd->n", d, np.linalg.inv(cov), d) + np.linalg.slogdet(cov)[1])
+    np.testing.assert_allclose(score(embeddings[:5]), np.min(expected, 0) / 16, rtol=1e-4, atol=1e-5)  # float32
 
 
 def test_too_few_reference_images_are_refused(tmp_path) -> None:

@@ -173,6 +173,12 @@ def test_health_and_metrics(url) -> None:
         "resnet_inference_seconds",
         "resnet_preprocess_seconds",
         "resnet_images",
+        'resnet_answers_total{label="square",model="shapes-resnet10"}',
+        'resnet_top1_probability_count{model="shapes-resnet10"}',
+        'resnet_ood_total{model="shapes-resnet10"}',
+        'resnet_drift_threshold{model="shapes-resnet10"}',
+        "resnet_engine_queued_images",
+        "resnet_engine_batches_in_flight",
     ):
         assert name in metrics
     schema = json.dumps(httpx.get(f"{url}/docs.json").json())

@@ -41,6 +41,7 @@ def test_photo_shows_labels_and_heatmap(page) -> None:
     assert page.locator(".bar").count() == 5
     assert page.get_attribute("#heat", "src").startswith("data:image/png;base64,")
     assert "preprocess" in page.inner_text("#timing") and page.inner_text("#error") == ""
+    assert page.inner_text("#ood").startswith("Out of distribution"), "a cat is not a shape"
 
 
 def test_generated_shape_is_named(page, tmp_path) -> None:
@@ -49,6 +50,7 @@ def test_generated_shape_is_named(page, tmp_path) -> None:
     s.image.save(path)
     page.set_input_files("#file", str(path))
     page.wait_for_function("document.querySelector('.bar')?.dataset.label === 'star'")
+    assert page.inner_text("#ood").startswith("In distribution")
     page.uncheck("#show")
     assert page.eval_on_selector("#heat", "e => getComputedStyle(e).display") == "none"
     page.check("#show")

@@ -22,6 +22,7 @@ class Monitor:
         self.score = None if self.reference is None else OodScore.load(entry.path, self.reference)
         if self.reference is not None:
             self.window: deque[float] = deque(maxlen=self.reference.drift_window)
+            self.window_sum = 0.0
             self.drift = DRIFT.labels(model=name)
             DRIFT_THRESHOLD.labels(model=name).set(self.reference.drift_threshold)
             for label, share in zip(entry.meta.labels, self.reference.label_frequencies, strict=True):
@@ -44,9 +45,13 @@ class Monitor:
         flagged = scores > threshold
         if flagged.any():
             self.ood.inc(int(flagged.sum()))
-        self.window.extend(np.minimum(scores, threshold).tolist())
+        for s in np.minimum(scores, threshold).tolist():
+            if len(self.window) == self.window.maxlen:
+                self.window_sum -= self.window[0]
+            self.window.append(s)
+            self.window_sum += s
         if len(self.window) == self.window.maxlen:
-            self.drift.set(sum(self.window) / len(self.window))
+            self.drift.set(self.window_sum / len(self.window))
         return [
             OutOfDistribution(score=float(s), threshold=threshold, flagged=bool(f))
             for s, f in zip(scores, flagged, strict=True)
