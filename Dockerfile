@@ -1,6 +1,6 @@
 # GPU-ready serving image: onnxruntime-gpu with CUDA/cuDNN from PyPI, no torch, non-root.
 #   podman build --network host -t resnet-serve .            (behind a TLS proxy: see README)
-#   podman run --gpus all -p 3000:3000 resnet-serve
+#   podman run --gpus all -p 3000:3000 -p 8001:8001 resnet-serve
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -31,7 +31,7 @@ COPY --from=build --chown=app:app /opt/bentoml /opt/bentoml
 COPY --chown=app:app service /app/service
 WORKDIR /app
 USER app
-EXPOSE 3000
+EXPOSE 3000 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
 CMD ["sh", "-c", "python -m service.check && exec bentoml serve service.service:Classifier --host 0.0.0.0 --port 3000"]

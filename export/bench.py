@@ -86,7 +86,8 @@ def agreement_photos(folder: Path, int8: Path, photos: list[Path]) -> float:
 def export_cost(variant: str, work: Path) -> dict:
     """Wall time and peak resident memory of one CLI export, in a child process."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "export", variant, "--random-init", "--no-store", "--output", str(work)]
+    cmd = [sys.executable, "-m", "export", variant, "--random-init", "--no-store", "--reference-images", "0"]
+    cmd += ["--output", str(work)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"variant": variant, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_kb / 1024}

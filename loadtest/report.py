@@ -249,8 +249,8 @@ warm-up (HTTP). These machines are shared and noisy: read the ratios, not the ab
 
 {int8_line(inproc)}
 
-Export of `{export_cost["variant"]}` (CLI, fp32, parity on 5 shapes): {export_cost["seconds"]:.0f} s,
-peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.
+Export of `{export_cost["variant"]}` (CLI, fp32, parity on 5 shapes, no reference statistics):
+{export_cost["seconds"]:.0f} s, peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.
 
 ## In-process pipeline vs HTTP (ResNet-50 fp32, real JPEG photos 200–1000 px)
 

@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server(str):
-    """The base URL of a running server, with the process id of its root (for /proc measurements)."""
+    """The base URL of a running server, with the process id of its root (for /proc measurements) and the
+    address of its gRPC endpoint."""
 
     pid: int
+    grpc: str
 
 
 def free_port() -> int:
@@ -41,6 +43,7 @@ def serve(
     or for ``command`` (an argument list; ``--port N`` is appended) when one is given."""
     port = port or free_port()
     cmd = [*(command or [sys.executable, "-m", "bentoml", "serve", target]), "--port", str(port)]
+    env = {"RESNET_GRPC_PORT": str(free_port()), **env}  # servers side by side: a gRPC port each
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -51,7 +54,7 @@ def serve(
             start_new_session=True,
         )
     url = Server(f"http://127.0.0.1:{port}")
-    url.pid = proc.pid
+    url.pid, url.grpc = proc.pid, f"127.0.0.1:{env['RESNET_GRPC_PORT']}"
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

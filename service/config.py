@@ -70,6 +70,7 @@ class Settings:
     max_images: int = field(default_factory=lambda: int(_env("MAX_IMAGES", "32")))
     max_body_bytes: int = field(default_factory=lambda: int(_env("MAX_BODY_BYTES", str(20 * 2**20))))
     api_token: str = field(default_factory=lambda: _env("API_TOKEN", ""))
+    grpc_port: int = field(default_factory=lambda: int(_env("GRPC_PORT", "8001")))  # the protocol over gRPC; 0: off
     # Empty: the model runs in the front's own process. Else the base URL of an engine server.
     engine_url: str = field(default_factory=lambda: _env("ENGINE_URL", ""))
     engine_max_body_bytes: int = field(default_factory=lambda: int(_env("ENGINE_MAX_BODY_BYTES", str(256 * 2**20))))

@@ -29,6 +29,7 @@ from .http.guard import Guard, RequestLimits
 from .http.internals import cors_options, dependency_url, install_header_deadlines
 from .http.routes import Multipart
 from .imaging.decoders import jpeg_decoder
+from .protocol import grpc_server
 from .protocol.client import RemoteEngine
 from .protocol.server import Router, Servable, TensorModel
 from .protocol.tensors import Engine
@@ -72,11 +73,22 @@ class Classifier:
             models[name] = TensorModel(name, e.meta, self.engine, SETTINGS.max_pixels)
             models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.front)
         self.router = Router("resnet-serve", models, self.engine.ready)
+        self.grpc = None
 
     @bentoml.on_startup
     def arm_header_deadlines(self) -> None:
         """uvicorn's connections get header deadlines before the worker accepts one (service/http/internals.py)."""
         install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+
+    @bentoml.on_startup
+    async def serve_grpc(self) -> None:
+        """The protocol over gRPC on RESNET_GRPC_PORT, from the first worker: one listener per port, never shared
+        (a second server on the same port fails to start instead of splitting its traffic)."""
+        if SETTINGS.grpc_port and (bentoml.server_context.worker_index or 1) == 1:
+            s = SETTINGS
+            self.grpc = await grpc_server.start(
+                self.router, s.grpc_port, s.api_token, s.timeout_s, s.max_body_bytes, s.max_concurrency
+            )
 
     async def __is_ready__(self) -> bool:
         """Ready while the engine is: in process, once every model and shape bucket is warm; remote, while it
@@ -85,6 +97,8 @@ class Classifier:
 
     @bentoml.on_shutdown
     async def close(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace=5)
         await self.engine.close()
 
     @bentoml.api

@@ -1,0 +1,91 @@
+"""gRPC clients of the Open Inference Protocol against a running server, run as a child of tests/test_grpc.py:
+``tritonclient.grpc`` and its protobuf messages cannot share a process with ``kserve``, whose own copy of the
+protocol registers the same names (the tests import kserve).
+
+    python -m tests.grpc_client ADDRESS TOKEN IMAGE...   → one JSON object on stdout
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as rpc
+from tritonclient.utils import InferenceServerException
+
+MODEL = "shapes-resnet10"
+
+
+def refusal(call) -> list[str]:
+    """[gRPC status, message] of a call expected to fail."""
+    try:
+        call()
+    except InferenceServerException as exc:
+        return [exc.status(), exc.message()]
+    except grpc.RpcError as exc:
+        return [str(exc.code()), exc.details()]
+    return ["OK", ""]
+
+
+def with_triton(address: str, token: str, images: list[bytes]) -> dict:
+    client, auth = triton.InferenceServerClient(address), {"authorization": f"Bearer {token}"}
+    blobs = triton.InferInput("images", [len(images)], "BYTES")
+    blobs.set_data_from_numpy(np.array(images, dtype=object))
+    answer = client.infer(f"{MODEL}-image", [blobs], headers=auth, parameters={"top_k": 2})
+    pixels = triton.InferInput("pixels", [2, 112, 144, 3], "UINT8")
+    pixels.set_data_from_numpy(np.random.default_rng(0).integers(0, 256, (2, 112, 144, 3), dtype=np.uint8))
+    wanted = [triton.InferRequestedOutput("logits")]
+    tensor = client.infer(MODEL, [pixels], outputs=wanted, headers=auth)
+    garbage = triton.InferInput("images", [1], "BYTES")
+    garbage.set_data_from_numpy(np.array([b"not an image"], dtype=object))
+    return {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "server": client.get_server_metadata(headers=auth, as_json=True),
+        "metadata": client.get_model_metadata(f"{MODEL}-image", headers=auth, as_json=True),
+        "model_ready": client.is_model_ready(MODEL, headers=auth),
+        "index": [m["name"] for m in client.get_model_repository_index(headers=auth, as_json=True)["models"]],
+        "probabilities": answer.as_numpy("probabilities").tolist(),
+        "labels": answer.as_numpy("labels").astype(str).tolist(),
+        "flagged": answer.as_numpy("out_of_distribution").tolist(),
+        "outputs": [o["name"] for o in answer.get_response(as_json=True)["outputs"]],
+        "logits": tensor.as_numpy("logits").tolist(),
+        "tensor_outputs": [o["name"] for o in tensor.get_response(as_json=True)["outputs"]],
+        "not_an_image": refusal(lambda: client.infer(f"{MODEL}-image", [garbage], headers=auth)),
+        "unknown_model": refusal(lambda: client.infer("nope", [pixels], headers=auth)),
+        "no_token": refusal(lambda: client.infer(MODEL, [pixels])),
+        "bad_version": refusal(lambda: client.get_model_metadata(MODEL, model_version="7", headers=auth)),
+    }
+
+
+def with_raw_stubs(address: str, token: str, images: list[bytes]) -> dict:
+    """The generated stub alone, as grpcurl calls it: images as typed ``contents``, not raw bytes."""
+    stub, auth = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(address)), (("authorization", f"Bearer {token}"),)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="images", datatype="BYTES", shape=[len(images)])
+    tensor.contents.bytes_contents.extend(images)
+    request = pb.ModelInferRequest(model_name=f"{MODEL}-image", inputs=[tensor])
+    response = stub.ModelInfer(request, metadata=auth, timeout=30)
+    (k,) = [o.shape[1] for o in response.outputs if o.name == "probabilities"]
+    index = [o.name for o in response.outputs].index("probabilities")
+    probabilities = np.frombuffer(response.raw_output_contents[index], np.float32).reshape(-1, k)
+    huge = pb.ModelInferRequest(model_name=f"{MODEL}-image", inputs=[tensor], raw_input_contents=[b"\0" * 6 * 2**20])
+    return {
+        "probabilities": probabilities.tolist(),
+        "too_large": refusal(lambda: stub.ModelInfer(huge, metadata=auth, timeout=30)),
+        "mismatched_raw": refusal(
+            lambda: stub.ModelInfer(
+                pb.ModelInferRequest(model_name=MODEL, inputs=[tensor, tensor], raw_input_contents=[b""]),
+                metadata=auth,
+                timeout=30,
+            )
+        ),
+    }
+
+
+if __name__ == "__main__":
+    address, token, *paths = sys.argv[1:]
+    blobs = [Path(p).read_bytes() for p in paths]
+    print(json.dumps({"triton": with_triton(address, token, blobs), "raw": with_raw_stubs(address, token, blobs)}))
