@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import overhead, report, runtimes, targets, wrk
+from . import overhead, report, runtimes, targets, wire, wrk
 from .drive import PHOTOS, load, photos, save
 from .server import serve
 from .soak import mixed_requests, soak
@@ -112,11 +112,12 @@ def main() -> None:
     cost = overhead.measure(OUT, six, save(OUT / "photos-640", six))
     files = sorted((OUT / "photos").iterdir())
     on_cpu = runtimes.measure(OUT, MODELS, PHOTOS, files, six, args.seconds)
+    wires = wire.measure(OUT, six[0])
     met = targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
     met += targets.telemetry(telemetry)
-    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry)
+    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
-    summary["telemetry_us"] = telemetry
+    summary["telemetry_us"], summary["wire"] = telemetry, wires
     summary["runtimes"] = on_cpu
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")

@@ -5,7 +5,7 @@ import os
 import platform
 from pathlib import Path
 
-from . import overhead, runtimes
+from . import overhead, runtimes, wire
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -224,6 +224,7 @@ def write(
     seconds: float,
     on_cpu: dict,
     telemetry: dict,
+    wires: dict,
 ) -> str:
     """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
     plot(series, DOCS / "bench_http.png")
@@ -266,6 +267,7 @@ metrics in Prometheus multiprocess mode as served; median of 5 × 5,000 calls):
 
 {table(http_rows, COLS_HTTP)}
 """
-    text += overhead.section(cost) + runtimes.section(on_cpu) + gpu_section(DOCS / "gpu_check.json")
+    text += overhead.section(cost) + runtimes.section(on_cpu) + wire.section(wires)
+    text += gpu_section(DOCS / "gpu_check.json")
     (ROOT / "BENCHMARKS.md").write_text(text)
     return text
