@@ -4,7 +4,6 @@ panel evaluated live; and the verdict on every route equal to the export's own s
 
 import io
 import json
-import math
 import shutil
 import subprocess
 import time
@@ -89,19 +88,21 @@ def _ready(base: str) -> bool:
         return False
 
 
-def query(prom: str, expr: str) -> list[dict]:
-    answer = httpx.get(f"{prom}/api/v1/query", params={"query": expr}).json()
+def query(prom: str, expr: str, at: float | None = None) -> list[dict]:
+    """An instant query, now or at the Unix time ``at``."""
+    params = {"query": expr} | ({} if at is None else {"time": at})
+    answer = httpx.get(f"{prom}/api/v1/query", params=params).json()
     assert answer["status"] == "success", (expr, answer)
     return answer["data"]["result"]
 
 
-def value(prom: str, expr: str) -> float:
-    (series,) = query(prom, expr)
+def value(prom: str, expr: str, at: float | None = None) -> float:
+    (series,) = query(prom, expr, at)
     return float(series["value"][1])
 
 
 def scraped(prom: str, answers: float, timeout: float = 30) -> float:
-    """Wait until Prometheus holds ``answers`` answers of MODEL; the time it first did."""
+    """Wait until Prometheus holds ``answers`` answers of MODEL; a time at which it does."""
     deadline = time.monotonic() + timeout
     while (got := value(prom, f'sum(resnet_answers_total{{model="{MODEL}"}})')) != answers:
         assert time.monotonic() < deadline, f"Prometheus has {got} answers, not {answers}"
@@ -121,15 +122,16 @@ def classify(url: str, images: list[bytes]) -> list[dict]:
     return out
 
 
-def phase(prom: str, started: float) -> tuple[float, float]:
-    """(out-of-distribution rate, drift) of the answers since ``started`` (when Prometheus held the previous
-    phase's last answers), in PromQL."""
-    window = f"{math.ceil(time.time() - started)}s"
+def phase(prom: str, started: float, ended: float) -> tuple[float, float]:
+    """(out-of-distribution rate, drift) of the answers between two times Prometheus held every answer of the
+    phase before and of this one: counters read at both ends (``increase`` would extrapolate each series on its
+    own, and the OOD counter's small start value makes it extrapolate less)."""
     m = f'{{model="{MODEL}"}}'
-    rate = value(
-        prom, f"sum(increase(resnet_ood_total{m}[{window}])) / sum(increase(resnet_answers_total{m}[{window}]))"
+    ood, answers = (f"sum(resnet_{name}_total{m})" for name in ("ood", "answers"))
+    rate = (value(prom, ood, ended) - value(prom, ood, started)) / (
+        value(prom, answers, ended) - value(prom, answers, started)
     )
-    return rate, value(prom, f"max(resnet_drift{m})")
+    return rate, value(prom, f"max(resnet_drift{m})", ended)
 
 
 def alerts(prom: str) -> set[str]:
@@ -167,14 +169,14 @@ def test_prometheus_sees_labels_ood_and_drift_rise_and_fall(watched) -> None:
     real = photos()
     flagged = sum(r["ood"]["flagged"] for r in classify(url, real))
     photos_done = scraped(prom, total + 300 + len(real))
-    rate, drift = phase(prom, shapes_done)
+    rate, drift = phase(prom, shapes_done, photos_done)
     assert rate == pytest.approx(flagged / len(real), abs=0.05) and rate > 0.9, "nearly every photo is flagged"
     assert drift > threshold, f"{len(real)} photos among the last 256 answers: drift {drift:.3f}"
     assert {"ResnetDrift", "ResnetOodRate"} <= alerts(prom), "both alerts are pending (their `for:` runs)"
 
     classify(url, shapes(300, seed=4343))
-    scraped(prom, total + 600 + len(real))
-    rate, drift = phase(prom, photos_done)
+    again = scraped(prom, total + 600 + len(real))
+    rate, drift = phase(prom, photos_done, again)
     assert rate < 0.05 and drift < threshold, "shapes again: the window holds shapes only"
     assert "ResnetDrift" not in alerts(prom)
     rules = httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"]
