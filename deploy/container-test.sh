@@ -8,6 +8,7 @@ PY=${PY:-.venv/bin/python}
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 BASE=localhost/resnet-base:bookworm
 PORT=${CONTAINER_PORT:-3300}
+GRPC_PORT=${CONTAINER_GRPC_PORT:-3301}  # host networking: not 8001, which a `make serve` may hold
 export BENTOML_DO_NOT_TRACK=true
 
 command -v podman >/dev/null || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap; }
@@ -49,11 +50,13 @@ podman build --format docker --network host -q -t localhost/resnet-serve:test --
 echo "  built in $((SECONDS - start)) s, $(podman image inspect --format '{{.Size}}' localhost/resnet-serve:test | awk '{printf "%.0f MB", $1/1e6}')"
 podman image inspect localhost/resnet-serve:test | grep -q '/readyz' || { echo "HEALTHCHECK on /readyz missing"; exit 1; }
 echo "» RESNET_REQUIRE_GPU=1 without a GPU: the image's own command stops at once, with the reason"
-if out=$(timeout 120 podman run --rm --network host -e RESNET_REQUIRE_GPU=1 localhost/resnet-serve:test 2>&1); then
+if out=$(timeout 120 podman run --rm --network host -e RESNET_REQUIRE_GPU=1 -e RESNET_GRPC_PORT="$GRPC_PORT" \
+  localhost/resnet-serve:test 2>&1); then
   echo "started without a GPU"; exit 1
 fi
 echo "$out" | grep -q "RESNET_REQUIRE_GPU=1 but CUDA is unavailable" || { echo "$out" | tail -20; exit 1; }
-podman run -d --name resnet-ct --network host -e RESNET_PROVIDERS=CPUExecutionProvider localhost/resnet-serve:test \
+podman run -d --name resnet-ct --network host -e RESNET_PROVIDERS=CPUExecutionProvider \
+  -e RESNET_GRPC_PORT="$GRPC_PORT" localhost/resnet-serve:test \
   sh -c "python -m service.check && exec bentoml serve service.service:Classifier --host 127.0.0.1 --port $PORT" >/dev/null
 check resnet-ct
 
@@ -66,7 +69,8 @@ RESNET_MODELS=shapes-resnet10:latest,shapes-resnet10-int8:latest \
 start=$SECONDS
 "$PY" -m bentoml containerize resnet-classifier:latest --backend podman --opt network=host -t localhost/resnet-bento:test >/dev/null
 echo "  containerized in $((SECONDS - start)) s"
-podman run -d --name resnet-ct-bento --network host -e RESNET_PROVIDERS=CPUExecutionProvider localhost/resnet-bento:test \
+podman run -d --name resnet-ct-bento --network host -e RESNET_PROVIDERS=CPUExecutionProvider \
+  -e RESNET_GRPC_PORT="$GRPC_PORT" localhost/resnet-bento:test \
   serve --port "$PORT" >/dev/null
 check resnet-ct-bento
 echo "container-test passed"

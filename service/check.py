@@ -3,12 +3,14 @@
     python -m service.check        (run by `make serve` and the container before `bentoml serve`)
 
 A missing model, an unreadable ONNX file, metadata that contradicts the graph, an unknown
-RESNET_RUNTIME, CUDA asked for with RESNET_REQUIRE_GPU=1 but not usable, or a CUDA engine in every
-one of several front workers ends here with a clear message and exit status 1; inside `bentoml
-serve` the worker would only be restarted again and again. A front with a remote engine
-(RESNET_ENGINE_URL) needs only each model's metadata and linear head, never its ONNX file.
+RESNET_RUNTIME, CUDA asked for with RESNET_REQUIRE_GPU=1 but not usable, a CUDA engine in every
+one of several front workers, or a RESNET_GRPC_PORT another process holds ends here with a clear
+message and exit status 1; inside `bentoml serve` the worker would only be restarted again and again.
+A front with a remote engine (RESNET_ENGINE_URL) needs only each model's metadata and linear head,
+never its ONNX file.
 """
 
+import socket
 import sys
 
 from . import catalog
@@ -36,7 +38,28 @@ def load(tag: str) -> catalog.Entry:
     return entry
 
 
+def bind(port: int) -> None:
+    """Bind ``port`` for a moment on every interface, as the gRPC server will (OSError when it is taken)."""
+    try:
+        sock = socket.socket(socket.AF_INET6)  # dual-stack: taken on IPv4 is taken here too
+    except OSError:  # a host without IPv6
+        sock = socket.socket(socket.AF_INET)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::" if sock.family == socket.AF_INET6 else "0.0.0.0", port))
+
+
 def main() -> int:
+    if SETTINGS.grpc_port:
+        try:
+            bind(SETTINGS.grpc_port)
+        except OSError as exc:
+            print(
+                f"error: RESNET_GRPC_PORT {SETTINGS.grpc_port} cannot be bound ({exc.strerror}): stop what holds"
+                " it, choose another port, or set RESNET_GRPC_PORT=0 to serve without gRPC",
+                file=sys.stderr,
+            )
+            return 1
     for tag in SETTINGS.models:
         try:
             entry = load(tag)

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from tests.server import DEFAULT, import_models
 
 
 def check(home, models: str, **settings: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models, **settings}
+    env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models, "RESNET_GRPC_PORT": "0", **settings}
     return subprocess.run([sys.executable, "-m", "service.check"], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
@@ -53,6 +54,19 @@ def _more_classes(folder) -> None:
 def test_broken_model_is_refused(tmp_path, change, message) -> None:
     proc = check(tmp_path / "home", broken_copy(tmp_path, change))
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_taken_grpc_port_stops_the_pre_flight_check(tmp_path) -> None:
+    """Inside `bentoml serve` the first worker would fail to bind and be restarted again and again."""
+    import_models(tmp_path, DEFAULT)
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        proc = check(tmp_path, "shapes-resnet10:latest", RESNET_GRPC_PORT=port)
+    assert proc.returncode == 1 and f"RESNET_GRPC_PORT {port} cannot be bound" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert check(tmp_path, "shapes-resnet10:latest", RESNET_GRPC_PORT=port).returncode == 0, "free again"
 
 
 def test_require_gpu_without_cuda_stops_the_pre_flight_check(tmp_path) -> None:
