@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import contract
 import models
@@ -45,6 +46,7 @@ def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
         runtimes=False,  # timed once, below and in tests/test_runtimes.py
         reference_images=0,  # fitted once, in tests/test_reference.py
     )
+    torch.manual_seed(0)  # random weights: the parity error of a deep net varies with them (ResNet-152: 1.4e-3 once)
     (folder,) = run(spec)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["trained"] is False and meta["architecture"] == name
