@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 BOUNDARY = "resnet-serve-wrk"
@@ -33,10 +34,29 @@ request = function()
 end
 done = function(summary, latency, requests)
   local e = summary.errors
+  if tallied then tallied() end
   io.write("WRK_JSON " .. string.format('{"requests": %%d, "duration_us": %%d, "non_2xx": %%d, '
     .. '"socket_errors": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+# Counts answers by status and the value of one JSON string field (which model version answered, say): wrk hands
+# every body to Lua then, so only when asked.
+TALLY = """
+tally, threads = {}, {}  -- globals: thread:get reads a thread's globals
+setup = function(thread) table.insert(threads, thread) end
+response = function(status, headers, body)
+  local key = status .. " " .. (body:match('"%(field)s":%%s*"([^"]*)"') or "")
+  tally[key] = (tally[key] or 0) + 1
+end
+tallied = function()
+  local parts = {}
+  for _, thread in ipairs(threads) do
+    for key, count in pairs(thread:get("tally")) do table.insert(parts, string.format("%%q: %%d", key, count)) end
+  end
+  io.write("WRK_TALLY [{" .. table.concat(parts, "}, {") .. "}]\\n")
 end
 """
 
@@ -48,8 +68,9 @@ def binary() -> str:
     return found
 
 
-def script(photos: list[Path], path: str, fields: dict[str, str], token: str = "") -> str:
-    """wrk's Lua: every photo read once at start-up, then sent round-robin as a multipart body."""
+def script(photos: list[Path], path: str, fields: dict[str, str], token: str = "", tally: str = "") -> str:
+    """wrk's Lua: every photo read once at start-up, then sent round-robin as a multipart body; answers counted by
+    status and the JSON field ``tally`` if given."""
     part = '--{b}\\r\\nContent-Disposition: form-data; name=\\"{k}\\"\\r\\n\\r\\n{v}\\r\\n'
     return SCRIPT % {
         "files": ", ".join(json.dumps(str(p)) for p in photos),
@@ -57,7 +78,7 @@ def script(photos: list[Path], path: str, fields: dict[str, str], token: str = "
         "fields": "".join(part.format(b=BOUNDARY, k=k, v=v) for k, v in fields.items()),
         "auth": f', ["Authorization"] = "Bearer {token}"' if token else "",
         "path": path,
-    }
+    } + (TALLY % {"field": tally} if tally else "")
 
 
 def run(
@@ -68,12 +89,14 @@ def run(
     threads: int = 0,
     route: str = "classify",
     token: str = "",
+    tally: str = "",
     **fields: str,
 ) -> dict:
-    """One load point: ``clients`` connections for ``seconds``; figures per request, wrk's CPU beside them."""
+    """One load point: ``clients`` connections for ``seconds``; figures per request, wrk's CPU beside them; with
+    ``tally``, the answers counted by "status value" of that JSON field."""
     threads = max(1, min(clients, threads or (os.cpu_count() or 2) // 4))
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        lua.write(script(photos, f"/{route}", fields, token))
+        lua.write(script(photos, f"/{route}", fields, token, tally))
         lua.flush()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         cmd = [
@@ -98,7 +121,7 @@ def run(
     w = json.loads(line.removeprefix("WRK_JSON "))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     ok = w["requests"] - w["non_2xx"]
-    return {
+    return _tally(out) | {
         "concurrency": clients,
         "threads": threads,
         "requests": w["requests"],
@@ -111,6 +134,16 @@ def run(
         "max_ms": w["max_us"] / 1e3,
         "client_cpu_ms": cpu * 1e3 / max(1, w["requests"]),
     }
+
+
+def _tally(out: str) -> dict:
+    line = next((x for x in out.splitlines() if x.startswith("WRK_TALLY ")), None)
+    if line is None:
+        return {}
+    counts: Counter[str] = Counter()
+    for part in json.loads(line.removeprefix("WRK_TALLY ")):
+        counts.update(part)
+    return {"tally": dict(counts)}
 
 
 def sweep(url: str, photos: list[Path], clients: list[int], seconds: float, **options) -> list[dict]:

@@ -21,6 +21,10 @@ class Entry:
     def name(self) -> str:
         return self.meta.name
 
+    @property
+    def version(self) -> str:
+        return self.tag.partition(":")[2]
+
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.path / self.meta.head) as npz:
             return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)

@@ -77,6 +77,8 @@ class Settings:
     engine_token: str = field(default_factory=lambda: _env("ENGINE_TOKEN", ""))
     # requests the engine server holds at once; 0: what its fronts can send (front workers × their concurrency)
     engine_max_in_flight: int = field(default_factory=lambda: int(_env("ENGINE_MAX_IN_FLIGHT", "0")))
+    # where the desired set of models is kept (service/repository.py); empty: a fresh folder per deployment
+    state_dir: str = field(default_factory=lambda: _env("STATE_DIR", ""))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 

@@ -8,9 +8,11 @@ is declared for BentoML (its OpenAPI schema and clients) and served by the Guard
 path (service/http/).
 """
 
+import asyncio
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import bentoml
@@ -31,23 +33,24 @@ from .http.routes import Multipart
 from .imaging.decoders import jpeg_decoder
 from .protocol import grpc_server
 from .protocol.client import RemoteEngine
-from .protocol.server import Router, Servable, TensorModel
+from .protocol.server import Router, Servable, Table, TensorModel
 from .protocol.tensors import Engine
+from .repository import Desired, Keeper, Repository, split
 
 log = logging.getLogger("resnet.front")
 FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from memory
 
 
-def make_engine(settings: Settings, models: list[str]) -> Engine:
+def make_engine(settings: Settings, tags: tuple[str, ...]) -> Engine:
     """The client of the engine at RESNET_ENGINE_URL or of the engines beside the fronts; else the engine in
     this process."""
     url = settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
     if url:
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
-        return RemoteEngine(url, settings.engine_token, settings.timeout_s, models, settings.max_batch_size)
+        return RemoteEngine(url, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
-    return LocalEngine(settings)
+    return LocalEngine(settings, tags=tags)
 
 
 class Classifier:
@@ -59,26 +62,62 @@ class Classifier:
     engine_service = bentoml.depends(EngineService)
 
     @bentoml.on_deployment
-    def share_engine_token() -> None:
-        """Once, before any worker starts (fronts and engines inherit it): a fresh secret unless one is set."""
+    def share_deployment() -> None:
+        """Once, before any worker starts (fronts and engines inherit both): a fresh engine secret unless one is
+        set, and the folder of the desired set of models."""
         if SETTINGS.engines:
             os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
+        os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
 
     def __init__(self) -> None:
-        entries = {e.name: e for e in map(catalog.load, SETTINGS.models)}
-        self.engine = make_engine(SETTINGS, list(entries))
-        self.front = Front(entries, self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
-        models: dict[str, Servable] = {}
-        for name, e in entries.items():  # each model's raw graph, and an image model beside it
-            models[name] = TensorModel(name, e.meta, self.engine, SETTINGS.max_pixels)
-            models[f"{name}-image"] = ImageModel(f"{name}-image", name, e.meta, self.front)
-        self.router = Router("resnet-serve", models, self.engine.ready)
-        self.grpc = None
+        repository = Repository(SETTINGS.state_dir)
+        desired = repository.read(list(SETTINGS.models))
+        self.engine = make_engine(SETTINGS, desired.tags)
+        self.front = Front(self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
+        self.keeper = Keeper(repository, self.prepare, self.apply)
+        self.router = Router("resnet-serve", Table({}, {}), self.engine.ready, self.keeper)
+        self._serve({tag: catalog.load(tag) for tag in desired.tags}, desired)
+        repository.applied(desired)
+        self.grpc, self.watching = None, None
+
+    def _serve(self, entries: dict[str, catalog.Entry], desired: Desired) -> None:
+        """Route to these versions from now on: each one's raw graph, and an image model beside it."""
+        defaults = {name: split(tag)[1] for name, tag in desired.defaults.items()}
+        defaults |= {f"{name}-image": version for name, version in defaults.items()}
+        models: list[tuple[str, str, Servable]] = []
+        for tag, e in entries.items():
+            models.append((e.name, e.version, TensorModel(tag, e.meta, self.engine, SETTINGS.max_pixels)))
+            models.append((f"{e.name}-image", e.version, ImageModel(tag, e.meta, self.front)))
+        table = Table.of(models, defaults)
+        front_defaults = {e.name: f"{e.name}:{table.defaults[e.name]}" for e in entries.values()}
+        self.front.update(entries, front_defaults, desired.main)
+        self.router.table = table
+
+    async def prepare(self, tag: str, default: bool) -> None:
+        """A version about to be loaded: its metadata meets the contract, and the engine has it warm."""
+        catalog.load(tag)
+        await self.engine.load(tag, default)
+
+    async def apply(self, desired: Desired) -> None:
+        """Serve the desired set: the engine loads and warms what is new first, then the routes switch."""
+        entries = {}
+        for tag in desired.tags:
+            try:
+                entries[tag] = self.front.entries.get(tag) or catalog.load(tag)
+            except Exception as exc:  # gone from the store since it was loaded
+                log.error("front: %s left out: %s", tag, exc)
+        served = await self.engine.apply(tuple(entries))
+        self._serve({tag: entries[tag] for tag in served}, desired)
 
     @bentoml.on_startup
     def arm_header_deadlines(self) -> None:
         """uvicorn's connections get header deadlines before the worker accepts one (service/http/internals.py)."""
         install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+
+    @bentoml.on_startup
+    async def watch_models(self) -> None:
+        """Follow the desired set of models that other workers change."""
+        self.watching = asyncio.get_running_loop().create_task(self.keeper.watch())
 
     @bentoml.on_startup
     async def serve_grpc(self) -> None:
@@ -97,6 +136,8 @@ class Classifier:
 
     @bentoml.on_shutdown
     async def close(self) -> None:
+        if self.watching is not None:
+            self.watching.cancel()
         if self.grpc is not None:
             await self.grpc.stop(grace=5)
         await self.engine.close()

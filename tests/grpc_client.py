@@ -3,6 +3,7 @@
 protocol registers the same names (the tests import kserve).
 
     python -m tests.grpc_client ADDRESS TOKEN IMAGE...   → one JSON object on stdout
+    python -m tests.grpc_client lifecycle ADDRESS OUTSIDE VERSION   (OUTSIDE: the same server, not on loopback)
 """
 
 import json
@@ -85,7 +86,40 @@ def with_raw_stubs(address: str, token: str, images: list[bytes]) -> dict:
     }
 
 
-if __name__ == "__main__":
+def change(stub, action: str, version: str, **flags: bool) -> None:
+    """Triton's RepositoryModelLoad or RepositoryModelUnload of one version of MODEL."""
+    message = pb.RepositoryModelLoadRequest if action == "load" else pb.RepositoryModelUnloadRequest
+    request = message(model_name=MODEL)
+    request.parameters["version"].string_param = version
+    for key, value in flags.items():
+        request.parameters[key].bool_param = value
+    getattr(stub, f"RepositoryModel{action.capitalize()}")(request, timeout=120)
+
+
+def lifecycle(address: str, outside: str, version: str) -> dict:
+    """Load ``version`` beside the default, use it by version, unload it; the refusals on the way."""
+    stub, client = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(address)), triton.InferenceServerClient(address)
+    outsider = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(outside))
+    found = {"from_another_host": refusal(lambda: change(outsider, "load", version, default=False))}
+    change(stub, "load", version, default=False)
+    pixels = triton.InferInput("pixels", [1, 64, 64, 3], "UINT8")
+    pixels.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.uint8))
+    found |= {
+        "index": [[m["name"], m["version"]] for m in client.get_model_repository_index(as_json=True)["models"]],
+        "versions": client.get_model_metadata(MODEL, as_json=True)["versions"],
+        "version_ready": client.is_model_ready(MODEL, version),
+        "answered_by": client.infer(MODEL, [pixels], model_version=version).get_response().model_version,
+        "default_answered_by": client.infer(MODEL, [pixels]).get_response().model_version,
+    }
+    change(stub, "unload", version)
+    found["after"] = client.get_model_metadata(MODEL, as_json=True)["versions"]
+    found["last_of_the_default"] = refusal(lambda: client.unload_model(MODEL))
+    return found
+
+
+if __name__ == "__main__" and sys.argv[1] == "lifecycle":
+    print(json.dumps(lifecycle(*sys.argv[2:])))
+elif __name__ == "__main__":
     address, token, *paths = sys.argv[1:]
     blobs = [Path(p).read_bytes() for p in paths]
     print(json.dumps({"triton": with_triton(address, token, blobs), "raw": with_raw_stubs(address, token, blobs)}))

@@ -48,10 +48,11 @@ LAYERS = {
     "errors": set(),
     "catalog": set(),
     "metrics": set(),
+    "repository": {"errors"},
     "http": {"errors"},
     "imaging": {"errors", "config"},
     "protocol": {"errors", "http"},
-    "engine": {"errors", "config", "catalog", "metrics", "http", "protocol"},
+    "engine": {"errors", "config", "catalog", "metrics", "http", "protocol", "repository"},
     "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol"},
 }
 RUNTIME = {"engine", "bench", "check"}

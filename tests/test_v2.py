@@ -41,8 +41,10 @@ def test_tritonclient_health_and_metadata(url) -> None:
     assert "binary_tensor_data" in c.get_server_metadata()["extensions"]
     index = {m["name"] for m in c.get_model_repository_index()}
     assert index == {"shapes-resnet10", "shapes-resnet10-image", "shapes-resnet10-int8", "shapes-resnet10-int8-image"}
-    assert c.is_model_ready("shapes-resnet10-image") and c.is_model_ready("shapes-resnet10", "1")
-    meta = c.get_model_metadata("shapes-resnet10-image")
+    (version,) = c.get_model_metadata("shapes-resnet10")["versions"]  # the model store's version
+    assert c.is_model_ready("shapes-resnet10-image") and c.is_model_ready("shapes-resnet10", version)
+    assert not c.is_model_ready("shapes-resnet10", "1")
+    meta = c.get_model_metadata("shapes-resnet10-image", version)
     assert meta["inputs"] == [{"name": "images", "datatype": "BYTES", "shape": [-1]}]
     assert meta["parameters"]["labels"] == list(CLASSES), "a client can name the classes from the metadata"
     with pytest.raises(InferenceServerException, match="unknown model"):

@@ -48,19 +48,29 @@ class Image:
 
 
 class Front:
-    """Decoding, validation and labels for the loaded models; ``engine`` batches across every client."""
+    """Decoding, validation and labels for the loaded model versions; ``engine`` batches across every client."""
 
-    def __init__(self, entries: dict[str, Entry], engine: Engine, settings: Settings, jpeg: Decode | None) -> None:
-        self.entries, self.engine, self.settings, self.jpeg = entries, engine, settings, jpeg
-        self.heads = {name: e.head()[0] for name, e in entries.items()}
-        self.monitors = {name: Monitor(e) for name, e in entries.items()}
-        self.default = next(iter(entries))
+    def __init__(self, engine: Engine, settings: Settings, jpeg: Decode | None) -> None:
+        self.engine, self.settings, self.jpeg = engine, settings, jpeg
+        self.entries: dict[str, Entry] = {}  # by store tag, name:version
+        self.defaults: dict[str, str] = {}  # name → the tag that requests naming no version reach
+        self.heads: dict[str, np.ndarray] = {}
+        self.monitors: dict[str, Monitor] = {}
+        self.main = ""  # the model of requests that name none
+
+    def update(self, entries: dict[str, Entry], defaults: dict[str, str], main: str) -> None:
+        """Serve these versions from now on (the engine serves them already, warm)."""
+        self.heads = {t: self.heads[t] if t in self.heads else e.head()[0] for t, e in entries.items()}
+        self.monitors = {t: self.monitors.get(t) or Monitor(e) for t, e in entries.items()}
+        self.entries, self.defaults, self.main = entries, defaults, main
 
     def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
-        name = model or self.default
-        if name not in self.entries:
-            raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: {', '.join(self.entries)}")
-        entry = self.entries[name]
+        """``model`` is a name (its default version), ``name:version``, or None (the main model's default)."""
+        name, _, version = (model or self.main).partition(":")
+        entry = self.entries.get(f"{name}:{version}" if version else self.defaults.get(name, ""))
+        if entry is None:
+            loaded = ", ".join(self.entries)
+            raise ApiError(404, "unknown_model", f"model {model!r} is not loaded; loaded: {loaded}")
         policy = policy or entry.meta.preprocessing.policy
         if policy not in POLICIES:
             raise ApiError(400, "bad_policy", f"policy {policy!r} is not one of {', '.join(POLICIES)}")
@@ -85,10 +95,10 @@ class Front:
     ) -> list[Image]:
         """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted."""
         prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
-        monitor = self.monitors[entry.name]
+        monitor = self.monitors[entry.tag]
         outputs = tuple(dict.fromkeys((*outputs, *monitor.outputs)))
         t = time.perf_counter()
-        results = await self.engine.infer([Item(entry.name, p.pixels, outputs) for p, _ in prepared])
+        results = await self.engine.infer([Item(entry.tag, p.pixels, outputs) for p, _ in prepared])
         inference_ms = (time.perf_counter() - t) * 1e3
         probabilities = softmax(np.stack([r.outputs["logits"] for r in results]))
         embeddings = np.stack([r.outputs["embedding"] for r in results]) if "embedding" in outputs else None
@@ -104,6 +114,7 @@ class Front:
         labels, (h, w) = entry.meta.labels, image.prepared.pixels.shape[:2]
         return dict(
             model=entry.name,
+            version=entry.version,
             policy=policy,
             predictions=[Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in order],
             original_size=image.prepared.original,
@@ -140,7 +151,7 @@ class Front:
         (image,) = await self.run(entry, policy, [data], ("logits", "features"))
         out, pixels = image.result.outputs, image.prepared.pixels
         cls = int(out["logits"].argmax()) if class_index is None else class_index
-        cam01 = normalise(cam(self.heads[entry.name][cls], out["features"]))
+        cam01 = normalise(cam(self.heads[entry.tag][cls], out["features"]))
         x, y = peak(cam01)
         x, y = x * pixels.shape[1] / cam01.shape[1], y * pixels.shape[0] / cam01.shape[0]
         return Explanation(
@@ -161,6 +172,7 @@ class Front:
             vec = vec / max(np.linalg.norm(vec), 1e-12)
         return Embedding(
             model=entry.name,
+            version=entry.version,
             dim=len(vec),
             normalized=normalize,
             embedding=vec.tolist(),
@@ -169,9 +181,16 @@ class Front:
         )
 
     async def models(self) -> list[dict]:
-        """Each loaded model's metadata, its parity report, and the provider it runs on."""
-        providers = await self.engine.providers()
+        """Each loaded version's metadata, its parity report, the provider it runs on, and whether unversioned
+        requests reach it."""
+        providers, entries = await self.engine.providers(), self.entries
         return [
-            {**e.meta.model_dump(mode="json"), "tag": e.tag, "provider": providers.get(name)}
-            for name, e in self.entries.items()
+            {
+                **e.meta.model_dump(mode="json"),
+                "tag": tag,
+                "version": e.version,
+                "default": self.defaults.get(e.name) == tag,
+                "provider": providers.get(tag),
+            }
+            for tag, e in entries.items()
         ]

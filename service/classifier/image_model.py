@@ -13,15 +13,17 @@ from contract import ModelMetadata
 
 from ..errors import ApiError
 from ..protocol.codec import bytes_array
-from ..protocol.server import VERSION, only, parameters
+from ..protocol.server import only, parameters
 from .front import Front
 
 OOD = {"ood_score": "FP32", "out_of_distribution": "BOOL"}  # outputs of a model exported with reference data
 
 
 class ImageModel:
-    def __init__(self, name: str, tensor_model: str, meta: ModelMetadata, front: Front) -> None:
-        self.name, self.tensor_model, self.meta, self.front = name, tensor_model, meta, front
+    """``{name}-image`` beside each version of the tensor model ``tag`` (name:version)."""
+
+    def __init__(self, tag: str, meta: ModelMetadata, front: Front) -> None:
+        self.name, self.tag, self.meta, self.front = f"{meta.name}-image", tag, meta, front
         self.top_k = min(5, meta.num_classes)  # when a request gives none
         self.outputs = ("probabilities", "labels") + (tuple(OOD) if meta.reference else ())
 
@@ -29,7 +31,6 @@ class ImageModel:
         k = self.meta.num_classes
         return {
             "name": self.name,
-            "versions": [VERSION],
             "platform": "resnet-serve_image",
             "inputs": [{"name": "images", "datatype": "BYTES", "shape": [-1]}],
             "outputs": [
@@ -39,7 +40,7 @@ class ImageModel:
             ],
             "parameters": {
                 "labels": self.meta.labels,
-                "tensor_model": self.tensor_model,
+                "tensor_model": self.meta.name,
                 "policy": self.meta.preprocessing.policy,
                 "top_k": self.top_k,
                 "request_parameters": ["top_k", "policy"],
@@ -55,7 +56,7 @@ class ImageModel:
         if type(top_k) is not int or not isinstance(policy, str | None):
             raise ApiError(400, "bad_parameters", "top_k must be an integer and policy a string")
         encoded = [bytes(b) for b in images]
-        policy, answers = await self.front.probabilities(self.tensor_model, policy, top_k, encoded)
+        policy, answers = await self.front.probabilities(self.tag, policy, top_k, encoded)
         probabilities = np.stack([a.probabilities for a in answers]).astype(np.float32)
         order = np.argsort(-probabilities, axis=1)[:, :top_k]
         labels = bytes_array([[self.meta.labels[i].encode() for i in row] for row in order])

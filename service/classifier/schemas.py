@@ -36,8 +36,13 @@ def _ood() -> Any:  # a Field
     return Field(None, description="null for a model exported without reference data", json_schema_extra=_null_first)
 
 
+def _version() -> Any:  # a Field
+    return Field(description="the model store version that answered (BentoML's tag is model:version)")
+
+
 class Classification(BaseModel):
     model: str
+    version: str = _version()
     policy: str
     predictions: list[Prediction]
     original_size: tuple[int, int] = Field(description="(width, height) after EXIF orientation")
@@ -62,6 +67,7 @@ class Explanation(Classification):
 
 class Embedding(BaseModel):
     model: str
+    version: str = _version()
     dim: int
     normalized: bool
     embedding: list[float]

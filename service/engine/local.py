@@ -22,9 +22,10 @@ from .sessions import Cuda, Sessions
 log = logging.getLogger("resnet.engine")
 
 
-def _observe(model: str, size: int, seconds: float) -> None:
-    BATCH_SIZE.labels(model=model).observe(size)
-    INFERENCE_SECONDS.labels(model=model).observe(seconds)
+def _observe(tag: str, size: int, seconds: float) -> None:
+    name = tag.partition(":")[0]
+    BATCH_SIZE.labels(model=name).observe(size)
+    INFERENCE_SECONDS.labels(model=name).observe(seconds)
 
 
 def _queue(queued: int, in_flight: int) -> None:
@@ -35,40 +36,69 @@ def _queue(queued: int, in_flight: int) -> None:
 class LocalEngine:
     """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
-    def __init__(self, settings: Settings, device: int = 0) -> None:
+    def __init__(self, settings: Settings, device: int = 0, tags: tuple[str, ...] = ()) -> None:
         started = time.perf_counter()
-        threads = settings.ort_threads or os.cpu_count() or 1
-        size = settings.max_batch_size if settings.batching else 1
-        # the engine's GPU memory budget, shared evenly by its models
-        cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(settings.models))
-        self.models: dict[str, Model] = {}
-        for tag in settings.models:
+        tags = tags or settings.models
+        self.settings, self.threads = settings, settings.ort_threads or os.cpu_count() or 1
+        self.size = settings.max_batch_size if settings.batching else 1
+        # the engine's GPU memory budget, shared evenly by the models it starts with
+        self.cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(tags))
+        self.models: dict[str, Model] = {}  # by store tag, name:version
+        self.retiring: dict[str, asyncio.TimerHandle] = {}
+        warmed = 0
+        for tag in tags:
             entry = catalog.load(tag)
-            sessions = Sessions(
-                entry,
-                settings.providers,
-                threads,
-                settings.require_gpu,
-                size,
-                spinning=settings.ort_spinning,
-                cuda=cuda,
-            )
-            self.models[entry.name] = runtimes.load(entry, sessions, settings.runtime, threads)
+            self.models[entry.tag], count = self._open(entry)
+            warmed += count
         self.runner = Runner(self.models, _observe)
         # threads of their own: model calls never queue behind image decoding in the loop's default executor; on a
         # GPU, a second batch in flight overlaps its copies with the first one's compute (Triton's instance count 2)
         depth = settings.batches_in_flight
         self.pool = ThreadPoolExecutor(depth, thread_name_prefix="engine")
-        self.batcher = Batcher(self._run, size, settings.max_latency_ms / 1e3, depth, _queue)
-        warmed = sum(m.warmup() for m in self.models.values())
+        self.batcher = Batcher(self._run, self.size, settings.max_latency_ms / 1e3, depth, _queue)
         log.warning(
             "engine ready in %.1f s: %d model(s), %d (batch size, shape) pairs warmed, %d threads, spinning %s",
             time.perf_counter() - started,
             len(self.models),
             warmed,
-            threads,
+            self.threads,
             "on" if settings.ort_spinning else "off",
         )
+
+    def _open(self, entry: catalog.Entry) -> tuple[Model, int]:
+        """The model loaded, checked against its metadata and run at every shape bucket; the shapes warmed."""
+        s = self.settings
+        sessions = Sessions(
+            entry, s.providers, self.threads, s.require_gpu, self.size, spinning=s.ort_spinning, cuda=self.cuda
+        )
+        model = runtimes.load(entry, sessions, s.runtime, self.threads)
+        return model, model.warmup()
+
+    async def load(self, tag: str, default: bool = True) -> None:
+        """``tag`` loaded and warm (off the event loop: requests go on meanwhile) before it takes any traffic."""
+        if (timer := self.retiring.pop(tag, None)) is not None:
+            timer.cancel()
+        if tag not in self.models:
+            model, warmed = await asyncio.to_thread(self._open, catalog.load(tag))
+            self.models[tag] = model
+            log.warning("engine: %s loaded, %d (batch size, shape) pairs warmed", tag, warmed)
+
+    async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """Load what ``tags`` adds, retire what it drops; the tags served now (a model that fails stays out)."""
+        for tag in tags:
+            try:
+                await self.load(tag)
+            except Exception as exc:
+                log.error("engine: %s cannot be loaded, left out: %s", tag, exc)
+        for tag in set(self.models) - set(tags) - set(self.retiring):
+            self.retiring[tag] = asyncio.get_running_loop().call_later(self.settings.timeout_s, self._drop, tag)
+        return tuple(t for t in tags if t in self.models)
+
+    def _drop(self, tag: str) -> None:
+        """A retired model leaves once every request that could still name it has been answered or timed out."""
+        self.retiring.pop(tag, None)
+        self.models.pop(tag, None)
+        log.warning("engine: %s unloaded", tag)
 
     async def _run(self, items: list[Item]) -> list[Result | Exception]:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.runner, items)
@@ -84,4 +114,4 @@ class LocalEngine:
         self.pool.shutdown(wait=False)
 
     async def providers(self) -> dict[str, str]:
-        return {name: m.provider for name, m in self.models.items()}
+        return {tag: m.provider for tag, m in self.models.items()}

@@ -10,7 +10,7 @@ needs ``Authorization: Bearer <token>``, checked before the body is read.
 """
 
 import argparse
-import ipaddress
+import asyncio
 import logging
 import sys
 
@@ -18,29 +18,55 @@ import prometheus_client
 
 from ..config import SETTINGS, Settings
 from ..errors import ApiError, Reply, reply
-from ..http.asgi import BodyTooLarge, bearer_ok, header, read_body, send_reply
+from ..http.asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from ..http.guard import HEALTH
 from ..http.internals import install_header_deadlines
 from ..protocol import codec
-from ..protocol.server import Router, TensorModel
+from ..protocol.server import Router, Table, TensorModel
+from ..repository import Desired, Keeper, Repository, split
 from .local import LocalEngine
 
 log = logging.getLogger("resnet.engine")
 
 
 class EngineServer:
-    """The ASGI app: the protocol for every loaded model, behind the token and a body limit; Prometheus metrics."""
+    """The ASGI app: the protocol for every loaded model version, behind the token and a body limit; Prometheus
+    metrics. The versions loaded follow the desired set (service/repository.py), which the repository API changes."""
 
-    def __init__(self, engine: LocalEngine, settings: Settings) -> None:
+    def __init__(self, settings: Settings, device: int = 0) -> None:
         self.token, self.max_body = settings.engine_token, settings.engine_max_body_bytes
         fronts = settings.front_workers * settings.max_concurrency
         self.max_in_flight, self.in_flight = settings.engine_max_in_flight or fronts, 0
-        models = {name: TensorModel(name, m.meta, engine, settings.max_pixels) for name, m in engine.models.items()}
-        self.router = Router("resnet-serve-engine", models, engine.ready)
+        repository = Repository(settings.state_dir)
+        desired = repository.read(list(settings.models))
+        self.engine, self.max_pixels = LocalEngine(settings, device, desired.tags), settings.max_pixels
+        self.keeper = Keeper(repository, self.engine.load, self.apply, settle_s=0)
+        self.router = Router("resnet-serve-engine", self._table(desired), self.engine.ready, self.keeper)
+        repository.applied(desired)
+        self.watching: asyncio.Task | None = None
+
+    def _table(self, desired: Desired) -> Table:
+        return Table.of(
+            [
+                (*split(tag), TensorModel(tag, self.engine.models[tag].meta, self.engine, self.max_pixels))
+                for tag in desired.tags
+                if tag in self.engine.models
+            ],
+            {name: split(tag)[1] for name, tag in desired.defaults.items()},
+        )
+
+    async def apply(self, desired: Desired) -> None:
+        await self.engine.apply(desired.tags)
+        self.router.table = self._table(desired)
+
+    def watch(self) -> None:
+        """Follow the desired set that other processes change (in the server's event loop)."""
+        if self.watching is None:
+            self.watching = asyncio.get_running_loop().create_task(self.keeper.watch())
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            return await _lifespan(receive, send)
+            return await _lifespan(receive, send, self.watch)
         try:
             answer = await self._answer(scope, receive)
         except Exception as exc:
@@ -69,18 +95,12 @@ class EngineServer:
             self.in_flight -= 1
 
 
-async def _lifespan(receive, send) -> None:
+async def _lifespan(receive, send, started) -> None:
     while (message := await receive())["type"] != "lifespan.shutdown":
         if message["type"] == "lifespan.startup":
+            started()
             await send({"type": "lifespan.startup.complete"})
     await send({"type": "lifespan.shutdown.complete"})
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
     args = parser.parse_args(argv)
-    if not _loopback(args.host) and not SETTINGS.engine_token:
+    if not is_loopback(args.host) and not SETTINGS.engine_token:
         parser.error(f"--host {args.host} reaches beyond this machine: set RESNET_ENGINE_TOKEN (a shared secret)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = EngineServer(LocalEngine(SETTINGS), SETTINGS)
+    app = EngineServer(SETTINGS)
     install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
     uvicorn.run(
         app,

@@ -35,16 +35,18 @@ class Engine:
         if not SETTINGS.engines:
             log.info("engine idle: the model runs in the front workers (RESNET_ENGINES=0)")
             return
-        from .local import LocalEngine  # onnxruntime: only in the engine's own workers
-        from .server import EngineServer
+        from .server import EngineServer  # onnxruntime: only in the engine's own workers
 
         worker = (bentoml.server_context.worker_index or 1) - 1  # circus numbers workers from 1
-        self.server = EngineServer(LocalEngine(SETTINGS, device=worker % SETTINGS.engines), SETTINGS)
+        self.server = EngineServer(SETTINGS, device=worker % SETTINGS.engines)
 
     @bentoml.on_startup
-    def arm_header_deadlines(self) -> None:
-        """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one."""
+    async def start(self) -> None:
+        """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one; and the
+        desired set of models followed."""
         install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+        if self.server is not None:
+            self.server.watch()
 
 
 class ProtocolRoutes:

@@ -1,6 +1,7 @@
 """Small ASGI helpers shared by the front's Guard and the engine server: bounded bodies, replies, tokens."""
 
 import hmac
+import ipaddress
 
 from ..errors import Reply
 
@@ -25,6 +26,14 @@ def header(scope, name: bytes) -> str | None:
 def bearer_ok(scope, token: str) -> bool:
     """Constant-time check of ``Authorization: Bearer <token>``; true when no token is configured."""
     return not token or hmac.compare_digest(raw_header(scope, b"authorization") or b"", f"Bearer {token}".encode())
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is this machine."""
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 async def read_body(scope, receive, limit: int) -> bytes | None:

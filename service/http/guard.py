@@ -16,12 +16,13 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 from ..errors import ApiError, Reply, reply
-from .asgi import BodyTooLarge, bearer_ok, header, read_body, send_reply
+from .asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from .forms import parse
 from .routes import Route
 
 log = logging.getLogger("resnet.front")
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
+REPOSITORY = "/v2/repository/models/"  # loading and unloading models: a token, or a caller on this machine
 HEALTH = ("/v2/health/live", "/v2/health/ready")  # open, as probes need
 V2 = Callable[[str, str, str | None, bytes], Awaitable[Reply]]  # (method, path, header length, body) → reply
 
@@ -60,7 +61,8 @@ class RequestLimits:
 
 
 class Guard:
-    """Every route but health and metrics: 431 beyond the header limits; 401 without the token; 429 beyond
+    """Every route but health and metrics: 431 beyond the header limits; 401 without the token (403 for loading
+    or unloading a model from another host when there is no token); 429 beyond
     ``max_uploads`` bodies arriving or ``max_concurrency`` requests being served; 408 for a body not in within
     ``body_timeout_s``; 413 for one over ``max_body_bytes``; 400 for malformed forms; 504 when not answered
     within ``timeout_s``; 500 with a request id for an unexpected error. Its own answers carry the CORS headers
@@ -109,6 +111,9 @@ class Guard:
             raise ApiError(431, "headers_too_large", refusal)
         if not bearer_ok(scope, self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        if not self.token and path.startswith(REPOSITORY) and not is_loopback((scope.get("client") or ("",))[0]):
+            detail = "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
+            raise ApiError(403, "forbidden", detail)
         body = await self._body(scope, receive)
         if body is None:  # the client left
             return

@@ -8,12 +8,13 @@ request is refused at once, and readiness says so, instead of waiting on a socke
 """
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
 import numpy as np
 
-from ..errors import EngineUnavailable
+from ..errors import ApiError, EngineUnavailable
 from . import codec
 from .batcher import Batcher
 from .tensors import Item, Result, group
@@ -32,8 +33,10 @@ class RemoteEngine:
     ``url`` is ``http://host:port`` or ``unix:///path/to.sock`` (the engine BentoML runs beside the fronts).
     """
 
-    def __init__(self, url: str, token: str, timeout_s: float, models: list[str], max_batch_size: int = 32) -> None:
-        self.models, self.timeout = models, aiohttp.ClientTimeout(total=timeout_s)
+    def __init__(
+        self, url: str, token: str, timeout_s: float, models: tuple[str, ...], max_batch_size: int = 32
+    ) -> None:
+        self.models, self.timeout = models, aiohttp.ClientTimeout(total=timeout_s)  # store tags, name:version
         self.batcher = Batcher(self._send, max_batch_size, timeout_s, CALLS_IN_FLIGHT)
         self.socket = url.removeprefix("unix://") if url.startswith("unix://") else None
         self.url = "http://engine" if self.socket else url.rstrip("/")
@@ -113,7 +116,7 @@ class RemoteEngine:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
         body, length = codec.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
         headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
-        status, length, data = await self._call("POST", f"/v2/models/{model}/infer", data=body, headers=headers)
+        status, length, data = await self._call("POST", f"{_path(model)}/infer", data=body, headers=headers)
         if status in BUSY:
             raise EngineUnavailable(f"the engine answered {status}")
         if status != 200:
@@ -147,7 +150,7 @@ class RemoteEngine:
         ready); not answered in time is not ready, and a miss."""
         if not await self._is_up():
             return False
-        asked = [self._request("GET", f"/v2/models/{m}/ready", timeout=PROBE) for m in self.models]
+        asked = [self._request("GET", f"{_path(m)}/ready", timeout=PROBE) for m in self.models]
         try:
             statuses = [status for status, _, _ in await asyncio.gather(*asked)]
         except TimeoutError:
@@ -161,13 +164,59 @@ class RemoteEngine:
     async def providers(self) -> dict[str, str]:
         """Each model's execution provider, from its protocol metadata (``remote`` where the engine does not say)."""
         found = {}
-        for name in self.models:
+        for tag in self.models:
             try:
-                status, _, data = await self._call("GET", f"/v2/models/{name}")
+                status, _, data = await self._call("GET", _path(tag))
             except EngineUnavailable:
                 status, data = 0, b""
             if status == 200:
-                found[name] = (json.loads(data).get("parameters") or {}).get("provider", "remote")
+                found[tag] = (json.loads(data).get("parameters") or {}).get("provider", "remote")
             else:
-                found[name] = "engine unreachable"
+                found[tag] = "engine unreachable"
         return found
+
+    async def load(self, tag: str, default: bool) -> None:
+        """The engine's repository API loads ``tag`` (warm when it answers), or says why it cannot."""
+        name, _, version = tag.partition(":")
+        body = {"parameters": {"version": version, "default": default}}
+        status, _, data = await self._call("POST", f"/v2/repository/models/{name}/load", json=body)
+        if status in BUSY:
+            raise EngineUnavailable(f"the engine answered {status}")
+        if status != 200:
+            raise ApiError(400, "load_failed", _error(data))
+
+    async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """Wait (up to the request timeout) until the engine serves every new tag; tell it to unload those dropped
+        (an engine beside the fronts has read the same desired set and answers 404). The tags served."""
+        deadline = asyncio.get_running_loop().time() + self.timeout.total
+        waiting = [t for t in tags if t not in self.models]
+        while waiting and asyncio.get_running_loop().time() < deadline:
+            waiting = [t for t in waiting if not await self._serves(t)]
+            await asyncio.sleep(0.1 if waiting else 0)
+        for tag in set(self.models) - set(tags):
+            name, _, version = tag.partition(":")
+            body = {"parameters": {"version": version}}
+            with contextlib.suppress(EngineUnavailable):
+                await self._call("POST", f"/v2/repository/models/{name}/unload", json=body)
+        self.models = tuple(t for t in tags if t not in waiting)
+        return self.models
+
+    async def _serves(self, tag: str) -> bool:
+        try:
+            return (await self._call("GET", f"{_path(tag)}/ready"))[0] == 200
+        except EngineUnavailable:
+            return False
+
+
+def _path(tag: str) -> str:
+    """The protocol's path of ``name:version`` (or of a name alone: its default version)."""
+    name, _, version = tag.partition(":")
+    return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+
+
+def _error(data: bytes) -> str:
+    """The protocol's ``{"error": message}``, or the start of whatever else came."""
+    try:
+        return str(json.loads(data)["error"])
+    except (ValueError, KeyError, TypeError):
+        return repr(data[:300])

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import struct
+import urllib.parse
 
 import grpc
 import numpy as np
@@ -17,14 +18,18 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as rpc
 
 from ..errors import Reply
+from ..http.asgi import is_loopback
+from ..http.guard import REPOSITORY
 from . import codec
 from .server import Router
 
 CODES = {  # the REST router's statuses as gRPC's
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     405: grpc.StatusCode.UNIMPLEMENTED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.INVALID_ARGUMENT,  # an image over the pixel limit; oversized messages are grpcio's own
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -128,7 +133,7 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         """The router's reply; a refusal ends the call with its gRPC status, the router's message as details."""
         try:
             if path not in ("/v2/health/live", "/v2/health/ready"):
-                self._authorize(context)
+                self._authorize(context, path)
             reply = await asyncio.wait_for(self.router(method, path, length, body), self.timeout_s)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {self.timeout_s:g} s")
@@ -139,10 +144,14 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
             await context.abort(CODES.get(reply.status, grpc.StatusCode.INTERNAL), error)
         return reply
 
-    def _authorize(self, context) -> None:
+    def _authorize(self, context, path: str) -> None:
+        """The token when one is set; without one, loading and unloading models only from this machine."""
         sent = dict(context.invocation_metadata()).get("authorization", "")
         if self.token and not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
             raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        if not self.token and path.startswith(REPOSITORY) and not is_loopback(peer_host(context.peer())):
+            detail = "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
+            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, detail)
 
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
         await self._rest(context, "GET", "/v2/health/live")
@@ -178,6 +187,26 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         body = json.dumps({"ready": True}).encode() if request.ready else b""
         index = json.loads((await self._rest(context, "POST", "/v2/repository/index", body)).body)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
+
+    async def RepositoryModelLoad(self, request, context) -> pb.RepositoryModelLoadResponse:
+        await self._change(context, request, "load")
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context) -> pb.RepositoryModelUnloadResponse:
+        await self._change(context, request, "unload")
+        return pb.RepositoryModelUnloadResponse()
+
+    async def _change(self, context, request, action: str) -> None:
+        """Triton's load and unload, with the REST call's parameters (``version``, ``default``)."""
+        params = {k: _value(v) for k, v in request.parameters.items()}
+        body = json.dumps({"parameters": params}).encode()
+        await self._rest(context, "POST", f"{REPOSITORY}{request.model_name}/{action}", body)
+
+
+def peer_host(peer: str) -> str:
+    """The address in grpc's peer string: ``ipv4:127.0.0.1:5000``, ``ipv6:%5B::1%5D:5000``; else ""."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    return rest.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") else ""
 
 
 async def start(router: Router, port: int, token: str, timeout_s: float, max_bytes: int, concurrency: int):

@@ -12,7 +12,7 @@ OUTPUTS = ("logits", "embedding", "features")  # every model's graph outputs
 class Item(NamedTuple):
     """One image for one model, and the graph outputs wanted for it (a subset of ``OUTPUTS``)."""
 
-    model: str
+    model: str  # the store tag, name:version
     pixels: np.ndarray  # (H, W, 3) uint8
     outputs: tuple[str, ...] = ("logits",)
 
@@ -30,6 +30,14 @@ class Engine(Protocol):
 
     async def infer(self, items: list[Item]) -> list[Result]:
         """Results in item order; raises EngineUnavailable when it cannot take them now."""
+        ...
+
+    async def load(self, tag: str, default: bool) -> None:
+        """``tag`` (name:version) loaded and warm, or the reason it cannot be."""
+        ...
+
+    async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        """Serve exactly ``tags`` from now on; those it serves (warm) once it returns."""
         ...
 
     async def ready(self) -> bool: ...

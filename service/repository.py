@@ -1,0 +1,236 @@
+"""The desired set of models: the versions loaded and each name's default, in a file that every front worker and
+engine process on the host watches, so that a load or unload reaches them all and outlives any one's restart.
+
+The file is ``models.json`` in RESNET_STATE_DIR (``bentoml serve`` makes a fresh folder per deployment unless one
+is set; set it to a volume to keep the set across deployments). Changes are read, modified and written under an
+exclusive lock and replaced atomically; readers poll its signature.
+"""
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import bentoml
+
+from .errors import ApiError
+
+log = logging.getLogger("resnet.repository")
+FILE = "models.json"
+
+
+def split(tag: str) -> tuple[str, str]:
+    name, _, version = tag.partition(":")
+    return name, version
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Loaded tags (``name:version``) in load order, and each name's default tag (unversioned routes reach it)."""
+
+    tags: tuple[str, ...]
+    defaults: dict[str, str] = field(default_factory=dict)
+    generation: int = 0  # one more on every change
+
+    @classmethod
+    def of(cls, tags: list[str]) -> "Desired":
+        """The first tag of each name is its default, as RESNET_MODELS lists them."""
+        defaults: dict[str, str] = {}
+        for tag in tags:
+            defaults.setdefault(split(tag)[0], tag)
+        return cls(tuple(dict.fromkeys(tags)), defaults)
+
+    @property
+    def main(self) -> str:
+        """The model of routes that name none: the first name loaded."""
+        return split(self.tags[0])[0]
+
+    def versions(self, name: str) -> list[str]:
+        return [split(t)[1] for t in self.tags if split(t)[0] == name]
+
+    def loaded(self, tag: str, default: bool) -> "Desired":
+        """With ``tag`` loaded (a name's first version is its default whatever ``default`` says)."""
+        name = split(tag)[0]
+        defaults = self.defaults | ({name: tag} if default or name not in self.defaults else {})
+        return Desired(tuple(dict.fromkeys((*self.tags, tag))), defaults)
+
+    def unloaded(self, name: str, version: str | None) -> "Desired":
+        """Without that version of ``name`` (every version when None); ValueError for what cannot go. A removed
+        default passes to the version loaded last."""
+        gone = [t for t in self.tags if split(t)[0] == name and version in (None, split(t)[1])]
+        if not gone:
+            raise LookupError(f"{name} {f'version {version}' if version else ''} is not loaded".replace("  ", " "))
+        tags = tuple(t for t in self.tags if t not in gone)
+        left = [t for t in tags if split(t)[0] == name]
+        if name == self.main and not left:
+            raise ValueError(f"{name} is the default model: load another version before unloading its last")
+        defaults = {n: t for n, t in self.defaults.items() if n != name}
+        if left:
+            defaults[name] = self.defaults[name] if self.defaults[name] in left else left[-1]
+        return Desired(tags, defaults)
+
+    def dump(self) -> bytes:
+        data = {"tags": list(self.tags), "defaults": self.defaults, "generation": self.generation}
+        return json.dumps(data, indent=1).encode()
+
+
+def resolve(tag: str) -> str:
+    """``name:latest`` (or a name alone) as the store's concrete ``name:version``; LookupError if absent."""
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound:
+        raise LookupError(f"{tag} is not in the model store") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now holds the number
+        return False
+    return True
+
+
+class Repository:
+    """``models.json`` in ``folder``: read, changed under a lock, watched by its signature."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="resnet-state-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / FILE
+        self.seen: tuple[int, int] | None = None
+
+    @contextmanager
+    def _locked(self):
+        with open(self.folder / f"{FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def read(self, initial: list[str]) -> Desired:
+        """The desired set; written first from ``initial`` (RESNET_MODELS) if there is none yet."""
+        with self._locked():
+            return self._read() or self._write(Desired.of([resolve(t) for t in initial]))
+
+    def change(self, how: Callable[[Desired], Desired]) -> Desired:
+        """``how(desired)`` written as the next desired set, atomically with respect to other processes."""
+        with self._locked():
+            current = self._read()
+            if current is None:
+                raise RuntimeError(f"{self.path} is missing")
+            return self._write(replace(how(current), generation=current.generation + 1))
+
+    def applied(self, desired: Desired) -> None:
+        """Say that this process serves ``desired`` now."""
+        (self.folder / f"applied-{os.getpid()}").write_text(str(desired.generation))
+
+    def behind(self, desired: Desired) -> list[int]:
+        """The live processes that have not yet applied ``desired`` (a dead one's record is removed)."""
+        late = []
+        for record in self.folder.glob("applied-*"):
+            pid = int(record.name.removeprefix("applied-"))
+            if not _alive(pid):
+                record.unlink(missing_ok=True)
+            elif int(record.read_text() or 0) < desired.generation:
+                late.append(pid)
+        return late
+
+    def changed(self) -> bool:
+        """Whether the file changed since it was last read here."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return (stat.st_mtime_ns, stat.st_ino) != self.seen
+
+    def _read(self) -> Desired | None:
+        try:
+            stat = self.path.stat()
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        self.seen = (stat.st_mtime_ns, stat.st_ino)
+        return Desired(tuple(data["tags"]), data["defaults"], data.get("generation", 0))
+
+    def _write(self, desired: Desired) -> Desired:
+        temporary = self.path.with_suffix(f".{os.getpid()}")
+        temporary.write_bytes(desired.dump())
+        os.replace(temporary, self.path)
+        self.seen = (self.path.stat().st_mtime_ns, self.path.stat().st_ino)
+        return desired
+
+
+class Keeper:
+    """This process's side of the desired set: a load is prepared here first (read, loaded and warmed; a broken model
+    fails here and changes nothing), then written and applied; the watch applies what other processes wrote."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        prepare: Callable[[str, bool], Awaitable[None]],
+        apply: Callable[[Desired], Awaitable[None]],
+        settle_s: float = 120,
+    ) -> None:
+        self.repository, self.prepare, self.apply, self.settle_s = repository, prepare, apply, settle_s
+        self.lock = asyncio.Lock()
+
+    async def load(self, name: str, version: str | None, default: bool) -> Desired:
+        try:
+            tag = resolve(f"{name}:{version or 'latest'}")
+        except LookupError as exc:
+            raise ApiError(404, "unknown_model", str(exc)) from None
+        async with self.lock:
+            try:
+                await self.prepare(tag, default)
+            except ApiError:
+                raise
+            except Exception as exc:  # the reason: a file onnxruntime refuses, metadata that breaks the contract
+                log.warning("loading %s failed: %s", tag, exc)
+                raise ApiError(400, "load_failed", f"{tag} cannot be loaded: {exc}") from None
+            desired = self.repository.change(lambda d: d.loaded(tag, default))
+            await self._apply(desired)
+        await self._settled(desired)
+        return desired
+
+    async def unload(self, name: str, version: str | None) -> Desired:
+        async with self.lock:
+            try:
+                desired = self.repository.change(lambda d: d.unloaded(name, version))
+            except LookupError as exc:
+                raise ApiError(404, "unknown_model", str(exc)) from None
+            except ValueError as exc:
+                raise ApiError(409, "refused", str(exc)) from None
+            await self._apply(desired)
+        await self._settled(desired)
+        return desired
+
+    async def _apply(self, desired: Desired) -> None:
+        await self.apply(desired)
+        self.repository.applied(desired)
+
+    async def _settled(self, desired: Desired) -> None:
+        """Wait until every process on the host serves ``desired`` (each loads and warms a new model itself), so
+        that a call which returned is answered the same by every worker. (An engine does not wait: the front that
+        called it does, and holds its own change until the engine answers.)"""
+        if not self.settle_s:
+            return
+        deadline = asyncio.get_running_loop().time() + self.settle_s
+        while late := self.repository.behind(desired):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("processes %s have not applied model set %d yet", late, desired.generation)
+                return
+            await asyncio.sleep(0.05)
+
+    async def watch(self, every_s: float = 0.25) -> None:
+        """Apply the desired set whenever another process changes it."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self.repository.changed():
+                async with self.lock:
+                    await self._apply(self.repository.read([]))
