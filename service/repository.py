@@ -101,7 +101,8 @@ def _alive(pid: int) -> bool:
 class Repository:
     """``models.json`` in ``folder``: read, changed under a lock, watched by its signature."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, kind: str) -> None:
+        self.kind = kind  # front or engine
         self.folder = Path(folder or tempfile.mkdtemp(prefix="resnet-state-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / FILE
@@ -128,13 +129,14 @@ class Repository:
 
     def applied(self, desired: Desired) -> None:
         """Say that this process serves ``desired`` now."""
-        (self.folder / f"applied-{os.getpid()}").write_text(str(desired.generation))
+        (self.folder / f"applied-{self.kind}-{os.getpid()}").write_text(str(desired.generation))
 
-    def behind(self, desired: Desired) -> list[int]:
-        """The live processes that have not yet applied ``desired`` (a dead one's record is removed)."""
+    def behind(self, desired: Desired, kind: str = "") -> list[int]:
+        """The live processes (of ``kind``, if given) that have not yet applied ``desired``; a dead one's record is
+        removed."""
         late = []
-        for record in self.folder.glob("applied-*"):
-            pid = int(record.name.removeprefix("applied-"))
+        for record in self.folder.glob(f"applied-{kind}*"):
+            pid = int(record.name.rsplit("-", 1)[1])
             if not _alive(pid):
                 record.unlink(missing_ok=True)
             elif int(record.read_text() or 0) < desired.generation:
@@ -195,7 +197,7 @@ class Keeper:
                 raise ApiError(400, "load_failed", f"{tag} cannot be loaded: {exc}") from None
             desired = self.repository.change(lambda d: d.loaded(tag, default))
             await self._apply(desired)
-        await self._settled(desired)
+        await self.settled(desired)
         return desired
 
     async def unload(self, name: str, version: str | None) -> Desired:
@@ -207,21 +209,21 @@ class Keeper:
             except ValueError as exc:
                 raise ApiError(409, "refused", str(exc)) from None
             await self._apply(desired)
-        await self._settled(desired)
+        await self.settled(desired)
         return desired
 
     async def _apply(self, desired: Desired) -> None:
         await self.apply(desired)
         self.repository.applied(desired)
 
-    async def _settled(self, desired: Desired) -> None:
-        """Wait until every process on the host serves ``desired`` (each loads and warms a new model itself), so
-        that a call which returned is answered the same by every worker. (An engine does not wait: the front that
-        called it does, and holds its own change until the engine answers.)"""
+    async def settled(self, desired: Desired, kind: str = "") -> None:
+        """Wait until every process on the host (of ``kind``, if given) serves ``desired`` (each loads and warms a
+        new model itself), so that a call which returned is answered the same by every worker. (An engine does not
+        wait: the front that called it does, and holds its own change until the engine answers.)"""
         if not self.settle_s:
             return
         deadline = asyncio.get_running_loop().time() + self.settle_s
-        while late := self.repository.behind(desired):
+        while late := self.repository.behind(desired, kind):
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("processes %s have not applied model set %d yet", late, desired.generation)
                 return

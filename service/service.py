@@ -70,7 +70,7 @@ class Classifier:
         os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
 
     def __init__(self) -> None:
-        repository = Repository(SETTINGS.state_dir)
+        repository = Repository(SETTINGS.state_dir, "front")
         desired = repository.read(list(SETTINGS.models))
         self.engine = make_engine(SETTINGS, desired.tags)
         self.front = Front(self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
@@ -106,6 +106,8 @@ class Classifier:
                 entries[tag] = self.front.entries.get(tag) or catalog.load(tag)
             except Exception as exc:  # gone from the store since it was loaded
                 log.error("front: %s left out: %s", tag, exc)
+        if SETTINGS.engines:  # beside the fronts: every engine has each new version before any front routes to it
+            await self.keeper.settled(desired, "engine")
         served = await self.engine.apply(tuple(entries))
         self._serve({tag: entries[tag] for tag in served}, desired)
 

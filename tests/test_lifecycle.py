@@ -214,12 +214,15 @@ def test_the_default_switches_under_load_and_no_request_is_dropped(workers2, ver
 
 def killed(url: str, service: str) -> int:
     """SIGKILL one BentoML worker of ``service`` under the server at ``url``; its pid."""
-    below = psutil.Process(url.pid).children(recursive=True)
-    (victim, *_) = [
-        p for p in below if "_bentoml_impl.worker.service" in " ".join(p.cmdline()) and service in p.cmdline()
-    ]
-    os.kill(victim.pid, signal.SIGKILL)
-    return victim.pid
+    for process in psutil.Process(url.pid).children(recursive=True):
+        try:
+            command = process.cmdline()
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+        if "_bentoml_impl.worker.service" in " ".join(command) and service in command:
+            os.kill(process.pid, signal.SIGKILL)
+            return process.pid
+    raise AssertionError(f"no {service} worker")
 
 
 def ready(url: str, within_s: float = 120) -> None:
@@ -233,7 +236,7 @@ def test_the_desired_set_survives_restarts_of_an_engine_and_a_front(versions) ->
     """Fronts and an engine beside them: a load reaches the engine through the front (a broken one fails there with
     its reason); a killed engine, then a killed front worker, come back serving the same set."""
     home, v = versions
-    env = {"RESNET_MODELS": f"{NAME}:{v['v1']}", "RESNET_ENGINES": "1", "RESNET_FRONT_WORKERS": "2"}
+    env = {"RESNET_MODELS": f"{NAME}:{v['v1']}", "RESNET_ENGINES": "2", "RESNET_FRONT_WORKERS": "2"}
     with serve(home, home / "split.log", **env) as url:
         truncated = change(url, "load", version=v["truncated"])
         assert truncated.status_code == 400 and "cannot be loaded by onnxruntime" in truncated.json()["error"]

@@ -37,7 +37,7 @@ class EngineServer:
         self.token, self.max_body = settings.engine_token, settings.engine_max_body_bytes
         fronts = settings.front_workers * settings.max_concurrency
         self.max_in_flight, self.in_flight = settings.engine_max_in_flight or fronts, 0
-        repository = Repository(settings.state_dir)
+        repository = Repository(settings.state_dir, "engine")
         desired = repository.read(list(settings.models))
         self.engine, self.max_pixels = LocalEngine(settings, device, desired.tags), settings.max_pixels
         self.keeper = Keeper(repository, self.engine.load, self.apply, settle_s=0)
