@@ -2,10 +2,11 @@
 
     python -m service.check        (run by `make serve` and the container before `bentoml serve`)
 
-A missing model, an unreadable ONNX file, metadata that contradicts the graph, an unknown
-RESNET_RUNTIME, CUDA asked for with RESNET_REQUIRE_GPU=1 but not usable, a CUDA engine in every
-one of several front workers, or a RESNET_GRPC_PORT another process holds ends here with a clear
-message and exit status 1; inside `bentoml serve` the worker would only be restarted again and again.
+It checks every model the service will load: RESNET_MODELS, or the desired set kept in RESNET_STATE_DIR when one is
+set. A missing model, an unreadable ONNX file, metadata that contradicts the graph, an unknown RESNET_RUNTIME, CUDA
+asked for with RESNET_REQUIRE_GPU=1 but not usable, a CUDA engine in every one of several front workers, a
+RESNET_STATE_DIR that cannot be written, or a RESNET_GRPC_PORT another process holds ends here with a clear message
+and exit status 1; inside `bentoml serve` the worker would only be restarted again and again.
 A front with a remote engine (RESNET_ENGINE_URL) needs only each model's metadata and linear head,
 never its ONNX file.
 """
@@ -15,6 +16,7 @@ import sys
 
 from . import catalog
 from .config import CUDA, SETTINGS
+from .repository import Repository
 
 
 def load(tag: str) -> catalog.Entry:
@@ -60,7 +62,14 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 1
-    for tag in SETTINGS.models:
+    tags = SETTINGS.models
+    if SETTINGS.state_dir:
+        try:
+            tags = Repository(SETTINGS.state_dir, "check").read(list(SETTINGS.models)).tags
+        except (OSError, LookupError) as exc:
+            print(f"error: the desired set of models in RESNET_STATE_DIR cannot be kept: {exc}", file=sys.stderr)
+            return 1
+    for tag in tags:
         try:
             entry = load(tag)
         except Exception as exc:

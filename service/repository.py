@@ -32,10 +32,12 @@ def split(tag: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Desired:
-    """Loaded tags (``name:version``) in load order, and each name's default tag (unversioned routes reach it)."""
+    """Loaded tags (``name:version``) in load order, each name's default tag (unversioned routes reach it), and the
+    model of routes that name none (the first of RESNET_MODELS)."""
 
     tags: tuple[str, ...]
     defaults: dict[str, str] = field(default_factory=dict)
+    main: str = ""
     generation: int = 0  # one more on every change
 
     @classmethod
@@ -44,12 +46,7 @@ class Desired:
         defaults: dict[str, str] = {}
         for tag in tags:
             defaults.setdefault(split(tag)[0], tag)
-        return cls(tuple(dict.fromkeys(tags)), defaults)
-
-    @property
-    def main(self) -> str:
-        """The model of routes that name none: the first name loaded."""
-        return split(self.tags[0])[0]
+        return cls(tuple(dict.fromkeys(tags)), defaults, split(tags[0])[0])
 
     def versions(self, name: str) -> list[str]:
         return [split(t)[1] for t in self.tags if split(t)[0] == name]
@@ -58,7 +55,7 @@ class Desired:
         """With ``tag`` loaded (a name's first version is its default whatever ``default`` says)."""
         name = split(tag)[0]
         defaults = self.defaults | ({name: tag} if default or name not in self.defaults else {})
-        return Desired(tuple(dict.fromkeys((*self.tags, tag))), defaults)
+        return replace(self, tags=tuple(dict.fromkeys((*self.tags, tag))), defaults=defaults)
 
     def unloaded(self, name: str, version: str | None) -> "Desired":
         """Without that version of ``name`` (every version when None); ValueError for what cannot go. A removed
@@ -73,10 +70,10 @@ class Desired:
         defaults = {n: t for n, t in self.defaults.items() if n != name}
         if left:
             defaults[name] = self.defaults[name] if self.defaults[name] in left else left[-1]
-        return Desired(tags, defaults)
+        return replace(self, tags=tags, defaults=defaults)
 
     def dump(self) -> bytes:
-        data = {"tags": list(self.tags), "defaults": self.defaults, "generation": self.generation}
+        data = {"tags": list(self.tags), "defaults": self.defaults, "main": self.main, "generation": self.generation}
         return json.dumps(data, indent=1).encode()
 
 
@@ -127,6 +124,11 @@ class Repository:
                 raise RuntimeError(f"{self.path} is missing")
             return self._write(replace(how(current), generation=current.generation + 1))
 
+    def forget_processes(self) -> None:
+        """A new deployment: the records of an earlier one's processes go (their numbers may be reused)."""
+        for record in self.folder.glob("applied-*"):
+            record.unlink(missing_ok=True)
+
     def applied(self, desired: Desired) -> None:
         """Say that this process serves ``desired`` now."""
         (self.folder / f"applied-{self.kind}-{os.getpid()}").write_text(str(desired.generation))
@@ -158,7 +160,7 @@ class Repository:
         except FileNotFoundError:
             return None
         self.seen = (stat.st_mtime_ns, stat.st_ino)
-        return Desired(tuple(data["tags"]), data["defaults"], data.get("generation", 0))
+        return Desired(tuple(data["tags"]), data["defaults"], data["main"], data["generation"])
 
     def _write(self, desired: Desired) -> Desired:
         temporary = self.path.with_suffix(f".{os.getpid()}")

@@ -68,6 +68,7 @@ class Classifier:
         if SETTINGS.engines:
             os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
         os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
+        Repository(os.environ["RESNET_STATE_DIR"], "deployment").forget_processes()
 
     def __init__(self) -> None:
         repository = Repository(SETTINGS.state_dir, "front")

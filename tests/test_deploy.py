@@ -118,4 +118,7 @@ def test_kserve_inference_service_fits_kserve_and_kubernetes() -> None:
     kubernetes_validate.validate(pod, "1.37", strict=True)
     (container,) = predictor["containers"]
     assert container["name"] == "kserve-container" and container["ports"][0]["name"] in ("http1", "h2c")
+    # RawDeployment: the Service maps the first port and copies the rest (Serverless would route only the first)
+    assert doc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert [p["containerPort"] for p in container["ports"]] == [3000, 8001], "REST first, then gRPC"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"

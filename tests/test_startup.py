@@ -75,3 +75,20 @@ def test_require_gpu_without_cuda_stops_the_pre_flight_check(tmp_path) -> None:
     proc = check(tmp_path, "shapes-resnet10:latest", RESNET_REQUIRE_GPU="1")
     assert proc.returncode == 1 and "RESNET_REQUIRE_GPU=1 but CUDA is unavailable" in proc.stderr
     assert check(tmp_path, "shapes-resnet10:latest", RESNET_PROVIDERS="CPUExecutionProvider").returncode == 0
+
+
+def test_a_kept_desired_set_is_what_the_check_loads(tmp_path) -> None:
+    """With RESNET_STATE_DIR set, the service serves the set kept there (loads at run time), not RESNET_MODELS."""
+    import_models(tmp_path, DEFAULT, DEFAULT.with_name("shapes-resnet10-int8"))
+    state = tmp_path / "state"
+    first = check(tmp_path, "shapes-resnet10:latest", RESNET_STATE_DIR=str(state))
+    assert first.returncode == 0 and "ok: shapes-resnet10:" in first.stdout and "int8" not in first.stdout
+    kept = json.loads((state / "models.json").read_text())
+    kept["tags"].append("gone:1")  # loaded once, since deleted from the store
+    (state / "models.json").write_text(json.dumps(kept))
+    proc = check(tmp_path, "shapes-resnet10-int8:latest", RESNET_STATE_DIR=str(state))
+    assert proc.returncode == 1 and "model gone:1 cannot be served" in proc.stderr, proc.stderr
+    unwritable = check(tmp_path, "shapes-resnet10:latest", RESNET_STATE_DIR="/proc/no-such-folder")
+    assert (
+        unwritable.returncode == 1 and "RESNET_STATE_DIR" in unwritable.stderr and "Traceback" not in unwritable.stderr
+    )

@@ -45,6 +45,7 @@ class RemoteEngine:
         self.up: bool | None = None  # the last health verdict; None before the first
         self.misses = 0  # heartbeats in a row without an answer in time
         self._heartbeat: asyncio.Task | None = None
+        self.versioned: bool | None = None  # whether the engine serves the store's versions (this project's does)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -116,7 +117,7 @@ class RemoteEngine:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
         body, length = codec.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
         headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
-        status, length, data = await self._call("POST", f"{_path(model)}/infer", data=body, headers=headers)
+        status, length, data = await self._call("POST", f"{await self._path(model)}/infer", data=body, headers=headers)
         if status in BUSY:
             raise EngineUnavailable(f"the engine answered {status}")
         if status != 200:
@@ -150,7 +151,11 @@ class RemoteEngine:
         ready); not answered in time is not ready, and a miss."""
         if not await self._is_up():
             return False
-        asked = [self._request("GET", f"{_path(m)}/ready", timeout=PROBE) for m in self.models]
+        try:
+            paths = [await self._path(m) for m in self.models]
+        except EngineUnavailable:
+            return False
+        asked = [self._request("GET", f"{path}/ready", timeout=PROBE) for path in paths]
         try:
             statuses = [status for status, _, _ in await asyncio.gather(*asked)]
         except TimeoutError:
@@ -166,7 +171,7 @@ class RemoteEngine:
         found = {}
         for tag in self.models:
             try:
-                status, _, data = await self._call("GET", _path(tag))
+                status, _, data = await self._call("GET", await self._path(tag))
             except EngineUnavailable:
                 status, data = 0, b""
             if status == 200:
@@ -203,15 +208,18 @@ class RemoteEngine:
 
     async def _serves(self, tag: str) -> bool:
         try:
-            return (await self._call("GET", f"{_path(tag)}/ready"))[0] == 200
+            return (await self._call("GET", f"{await self._path(tag)}/ready"))[0] == 200
         except EngineUnavailable:
             return False
 
-
-def _path(tag: str) -> str:
-    """The protocol's path of ``name:version`` (or of a name alone: its default version)."""
-    name, _, version = tag.partition(":")
-    return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+    async def _path(self, tag: str) -> str:
+        """The protocol's path of ``name:version``; of the name alone (its default version) on a name alone, or on
+        another server than this project's engine (Triton numbers its versions itself)."""
+        if self.versioned is None:
+            status, _, data = await self._call("GET", "/v2")
+            self.versioned = status == 200 and json.loads(data).get("name", "").startswith("resnet-serve")
+        name, _, version = tag.partition(":")
+        return f"/v2/models/{name}" + (f"/versions/{version}" if version and self.versioned else "")
 
 
 def _error(data: bytes) -> str:
