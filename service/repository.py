@@ -96,7 +96,8 @@ def _alive(pid: int) -> bool:
 
 
 class Repository:
-    """``models.json`` in ``folder``: read, changed under a lock, watched by its signature."""
+    """``models.json`` in ``folder``: read, changed under a lock, watched by its signature. The lock blocks: an event
+    loop takes it in a thread."""
 
     def __init__(self, folder: str, kind: str) -> None:
         self.kind = kind  # front or engine
@@ -197,7 +198,7 @@ class Keeper:
             except Exception as exc:  # the reason: a file onnxruntime refuses, metadata that breaks the contract
                 log.warning("loading %s failed: %s", tag, exc)
                 raise ApiError(400, "load_failed", f"{tag} cannot be loaded: {exc}") from None
-            desired = self.repository.change(lambda d: d.loaded(tag, default))
+            desired = await asyncio.to_thread(self.repository.change, lambda d: d.loaded(tag, default))
             await self._apply(desired)
         await self.settled(desired)
         return desired
@@ -205,7 +206,7 @@ class Keeper:
     async def unload(self, name: str, version: str | None) -> Desired:
         async with self.lock:
             try:
-                desired = self.repository.change(lambda d: d.unloaded(name, version))
+                desired = await asyncio.to_thread(self.repository.change, lambda d: d.unloaded(name, version))
             except LookupError as exc:
                 raise ApiError(404, "unknown_model", str(exc)) from None
             except ValueError as exc:
@@ -237,4 +238,4 @@ class Keeper:
             await asyncio.sleep(every_s)
             if self.repository.changed():
                 async with self.lock:
-                    await self._apply(self.repository.read([]))
+                    await self._apply(await asyncio.to_thread(self.repository.read, []))
