@@ -66,7 +66,7 @@ def main() -> int:
     if SETTINGS.state_dir:
         try:
             tags = Repository(SETTINGS.state_dir, "check").read(list(SETTINGS.models)).tags
-        except (OSError, LookupError) as exc:
+        except (OSError, LookupError, ValueError) as exc:
             print(f"error: the desired set of models in RESNET_STATE_DIR cannot be kept: {exc}", file=sys.stderr)
             return 1
     for tag in tags:

@@ -62,7 +62,7 @@ class Desired:
         default passes to the version loaded last."""
         gone = [t for t in self.tags if split(t)[0] == name and version in (None, split(t)[1])]
         if not gone:
-            raise LookupError(f"{name} {f'version {version}' if version else ''} is not loaded".replace("  ", " "))
+            raise LookupError(f"{name} version {version} is not loaded" if version else f"{name} is not loaded")
         tags = tuple(t for t in self.tags if t not in gone)
         left = [t for t in tags if split(t)[0] == name]
         if name == self.main and not left:
@@ -78,19 +78,20 @@ class Desired:
 
 
 def resolve(tag: str) -> str:
-    """``name:latest`` (or a name alone) as the store's concrete ``name:version``; LookupError if absent."""
+    """``name:latest`` (or a name alone) as the store's concrete ``name:version``; LookupError if absent, ValueError
+    if it is no tag at all."""
     try:
         return str(bentoml.models.get(tag).tag)
     except bentoml.exceptions.NotFound:
         raise LookupError(f"{tag} is not in the model store") from None
+    except bentoml.exceptions.BentoMLException as exc:  # not a valid tag
+        raise ValueError(str(exc)) from None
 
 
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process now holds the number
+    except (ProcessLookupError, PermissionError):  # gone; or the number is someone else's process now
         return False
     return True
 
@@ -190,6 +191,8 @@ class Keeper:
             tag = resolve(f"{name}:{version or 'latest'}")
         except LookupError as exc:
             raise ApiError(404, "unknown_model", str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         async with self.lock:
             try:
                 await self.prepare(tag, default)
@@ -233,9 +236,12 @@ class Keeper:
             await asyncio.sleep(0.05)
 
     async def watch(self, every_s: float = 0.25) -> None:
-        """Apply the desired set whenever another process changes it."""
+        """Apply the desired set whenever another process changes it (a failure is logged, and the watch goes on)."""
         while True:
             await asyncio.sleep(every_s)
             if self.repository.changed():
                 async with self.lock:
-                    await self._apply(await asyncio.to_thread(self.repository.read, []))
+                    try:
+                        await self._apply(await asyncio.to_thread(self.repository.read, []))
+                    except Exception:
+                        log.exception("the desired set of models could not be applied")

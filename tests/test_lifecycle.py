@@ -129,6 +129,7 @@ def test_a_broken_model_fails_its_call_with_the_reason_and_changes_nothing(worke
     assert contradicts.status_code == 400 and "contradicts the graph" in contradicts.json()["error"]
     assert index(workers2) == before and classify(workers2)["version"] == v["v1"]
     assert change(workers2, "load", version="nope").status_code == 404
+    assert change(workers2, "load", version="../../etc").status_code == 400, "not a tag: a 400, never a 500"
     assert change(workers2, "unload").json()["error"].startswith(f"{NAME} is the default model")
     assert change(workers2, "unload").status_code == 409, "the last version of the default model stays"
     assert change(workers2, "unload", version="nope").status_code == 404
