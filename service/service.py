@@ -124,9 +124,9 @@ class Classifier:
 
     @bentoml.on_startup
     async def serve_grpc(self) -> None:
-        """The protocol over gRPC on RESNET_GRPC_PORT, from the first worker: one listener per port, never shared
-        (a second server on the same port fails to start instead of splitting its traffic)."""
-        if SETTINGS.grpc_port and (bentoml.server_context.worker_index or 1) == 1:
+        """The protocol over gRPC on RESNET_GRPC_PORT, from every front worker: the kernel spreads the connections
+        over them (SO_REUSEPORT), as it does HTTP's. A port another process holds is refused by the pre-flight check."""
+        if SETTINGS.grpc_port:
             s = SETTINGS
             self.grpc = await grpc_server.start(
                 self.router, s.grpc_port, s.api_token, s.timeout_s, s.max_body_bytes, s.max_concurrency

@@ -171,6 +171,16 @@ def test_grpc_loads_serves_and_unloads_a_version(workers2, versions) -> None:
     assert status == "StatusCode.FAILED_PRECONDITION" and "default model" in message
 
 
+def test_every_front_worker_serves_grpc(workers2) -> None:
+    """Both front workers listen on the gRPC port (the kernel spreads connections over them)."""
+    port = int(workers2.grpc.rsplit(":", 1)[1])
+    fronts = [p for p in psutil.Process(workers2.pid).children(recursive=True) if "resnet-classifier" in p.cmdline()]
+    listening = [
+        p.pid for p in fronts if any(c.laddr.port == port for c in p.connections("tcp") if c.status == "LISTEN")
+    ]
+    assert len(fronts) == 2 and sorted(listening) == sorted(p.pid for p in fronts)
+
+
 def test_the_default_switches_under_load_and_no_request_is_dropped(workers2, versions) -> None:
     """wrk keeps 4 connections busy on unversioned /classify while v2 is loaded as the default, v1 unloaded, v1
     loaded back and v2 unloaded; a second client checks that each answer's numbers are those of the version it

@@ -210,11 +210,12 @@ def peer_host(peer: str) -> str:
 
 
 async def start(router: Router, port: int, token: str, timeout_s: float, max_bytes: int, concurrency: int):
-    """A started grpc.aio server on ``port`` (all interfaces, as the HTTP service); one listener, no port sharing."""
+    """A started grpc.aio server on ``port`` (all interfaces, as the HTTP service), which the other front workers
+    share (each listens with SO_REUSEPORT; connections are spread over them)."""
     options = [
         ("grpc.max_receive_message_length", max_bytes),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1),
     ]
     server = grpc.aio.server(maximum_concurrent_rpcs=concurrency, options=options)
     rpc.add_GRPCInferenceServiceServicer_to_server(Servicer(router, token, timeout_s), server)
