@@ -168,7 +168,8 @@ class Repository:
         temporary = self.path.with_suffix(f".{os.getpid()}")
         temporary.write_bytes(desired.dump())
         os.replace(temporary, self.path)
-        self.seen = (self.path.stat().st_mtime_ns, self.path.stat().st_ino)
+        stat = self.path.stat()
+        self.seen = (stat.st_mtime_ns, stat.st_ino)
         return desired
 
 

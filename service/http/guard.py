@@ -23,6 +23,15 @@ from .routes import Route
 log = logging.getLogger("resnet.front")
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
 REPOSITORY = "/v2/repository/models/"  # loading and unloading models: a token, or a caller on this machine
+
+
+def change_refused(path: str, token: str, host: str) -> str | None:
+    """Why a call from ``host`` may not load or unload models (with no token, only this machine may), or None."""
+    if not token and path.startswith(REPOSITORY) and not is_loopback(host):
+        return "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
+    return None
+
+
 HEALTH = ("/v2/health/live", "/v2/health/ready")  # open, as probes need
 V2 = Callable[[str, str, str | None, bytes], Awaitable[Reply]]  # (method, path, header length, body) → reply
 
@@ -111,9 +120,8 @@ class Guard:
             raise ApiError(431, "headers_too_large", refusal)
         if not bearer_ok(scope, self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
-        if not self.token and path.startswith(REPOSITORY) and not is_loopback((scope.get("client") or ("",))[0]):
-            detail = "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
-            raise ApiError(403, "forbidden", detail)
+        if refusal := change_refused(path, self.token, (scope.get("client") or ("",))[0]):
+            raise ApiError(403, "forbidden", refusal)
         body = await self._body(scope, receive)
         if body is None:  # the client left
             return

@@ -18,8 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as rpc
 
 from ..errors import Reply
-from ..http.asgi import is_loopback
-from ..http.guard import REPOSITORY
+from ..http.guard import REPOSITORY, change_refused
 from . import codec
 from .server import Router
 
@@ -149,9 +148,8 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         sent = dict(context.invocation_metadata()).get("authorization", "")
         if self.token and not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
             raise Rejected(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
-        if not self.token and path.startswith(REPOSITORY) and not is_loopback(peer_host(context.peer())):
-            detail = "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, detail)
+        if refusal := change_refused(path, self.token, peer_host(context.peer())):
+            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, refusal)
 
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
         await self._rest(context, "GET", "/v2/health/live")
