@@ -7,6 +7,8 @@ import glob
 import os
 from dataclasses import dataclass, field
 
+from contract.threads import ThreadPlan, usable_cpus
+
 CUDA = "CUDAExecutionProvider"
 
 
@@ -38,7 +40,7 @@ def _engines() -> int:
 def _front_workers() -> int:
     """As set; else one beside an in-process engine (measured fastest on CPU), or the cores the engines leave."""
     engines = _engines()
-    return int(_env("FRONT_WORKERS", "0")) or (max(1, (os.cpu_count() or 1) - engines) if engines else 1)
+    return int(_env("FRONT_WORKERS", "0")) or (max(1, usable_cpus() - engines) if engines else 1)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Settings:
     tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
     gpu_mem_limit_mb: int = field(default_factory=lambda: int(_env("GPU_MEM_LIMIT_MB", "0")))  # per engine; 0: none
     runtime: str = field(default_factory=lambda: _env("RUNTIME", "auto"))  # CPU: auto, onnxruntime, openvino-*
-    ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: all cores
+    ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: the CPUs this process may use
     ort_spinning: bool = field(default_factory=lambda: _env("ORT_SPINNING", "0") == "1")
     batching: bool = field(default_factory=lambda: _env("BATCHING", "1") != "0")
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
@@ -81,6 +83,10 @@ class Settings:
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", ""))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
+
+    def thread_plan(self, role: str) -> ThreadPlan:
+        """Threads per pool for a serving process of ``role`` (contract/threads.py), RESNET_ORT_THREADS honoured."""
+        return ThreadPlan.make(role, self.ort_threads)
 
     def request_layers(self) -> dict:
         """BentoML's per-request layers (access log, OpenTelemetry spans) off the hot path unless asked for."""

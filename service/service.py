@@ -41,16 +41,19 @@ log = logging.getLogger("resnet.front")
 FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from memory
 
 
-def make_engine(settings: Settings, tags: tuple[str, ...]) -> Engine:
-    """The client of the engine at RESNET_ENGINE_URL or of the engines beside the fronts; else the engine in
-    this process."""
-    url = settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
+def engine_url(settings: Settings) -> str:
+    """RESNET_ENGINE_URL, or the engines' socket beside the fronts; empty where the model runs in this process."""
+    return settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
+
+
+def make_engine(settings: Settings, tags: tuple[str, ...], url: str, threads: int) -> Engine:
+    """The client of the engine at ``url``; else the engine in this process, on ``threads`` runtime threads."""
     if url:
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
         return RemoteEngine(url, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
-    return LocalEngine(settings, tags=tags)
+    return LocalEngine(settings, threads, tags=tags)
 
 
 class Classifier:
@@ -73,7 +76,10 @@ class Classifier:
     def __init__(self) -> None:
         repository = Repository(SETTINGS.state_dir, "front")
         desired = repository.read(list(SETTINGS.models))
-        self.engine = make_engine(SETTINGS, desired.tags)
+        url = engine_url(SETTINGS)
+        self.threads = SETTINGS.thread_plan("front" if url else "in-process")
+        self.threads.apply(log)  # before the runtime or numpy's BLAS starts a thread
+        self.engine = make_engine(SETTINGS, desired.tags, url, self.threads.runtime)
         self.front = Front(self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
         self.keeper = Keeper(repository, self.prepare, self.apply)
         self.router = Router("resnet-serve", Table({}, {}), self.engine.ready, self.keeper)
@@ -113,9 +119,11 @@ class Classifier:
         self._serve({tag: entries[tag] for tag in served}, desired)
 
     @bentoml.on_startup
-    def arm_header_deadlines(self) -> None:
-        """uvicorn's connections get header deadlines before the worker accepts one (service/http/internals.py)."""
+    async def arm_worker(self) -> None:
+        """Before the worker accepts a connection: uvicorn's header deadlines (service/http/internals.py), and
+        decoding on the thread plan's executor."""
         install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+        asyncio.get_running_loop().set_default_executor(self.threads.executor())
 
     @bentoml.on_startup
     async def watch_models(self) -> None:

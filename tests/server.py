@@ -21,7 +21,7 @@ def import_models(home: Path, *folders: Path) -> None:
 
 
 @contextmanager
-def serve(home: Path, log: Path, **env: str):
-    """Yield the base URL of the service, ready, against the model store at ``home``."""
-    with serve_target("service.service:Classifier", {"BENTOML_HOME": str(home), **env}, log) as url:
+def serve(home: Path, log: Path, command: list[str] | None = None, **env: str):
+    """Yield the base URL of the service, ready, against the model store at ``home`` (started by ``command``)."""
+    with serve_target("service.service:Classifier", {"BENTOML_HOME": str(home), **env}, log, command=command) as url:
         yield url

@@ -6,7 +6,6 @@ Protocol (``python -m service.engine.server``), for GPU hosts and fronts on othe
 
 import asyncio
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,10 +35,10 @@ def _queue(queued: int, in_flight: int) -> None:
 class LocalEngine:
     """Every configured model loaded and warm; ``infer`` merges the items of concurrent callers."""
 
-    def __init__(self, settings: Settings, device: int = 0, tags: tuple[str, ...] = ()) -> None:
+    def __init__(self, settings: Settings, threads: int, device: int = 0, tags: tuple[str, ...] = ()) -> None:
         started = time.perf_counter()
         tags = tags or settings.models
-        self.settings, self.threads = settings, settings.ort_threads or os.cpu_count() or 1
+        self.settings, self.threads = settings, threads  # the process's thread plan's runtime share
         self.size = settings.max_batch_size if settings.batching else 1
         # the engine's GPU memory budget, shared evenly by the models it starts with
         self.cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(tags))

@@ -39,7 +39,10 @@ class EngineServer:
         self.max_in_flight, self.in_flight = settings.engine_max_in_flight or fronts, 0
         repository = Repository(settings.state_dir, "engine")
         desired = repository.read(list(settings.models))
-        self.engine, self.max_pixels = LocalEngine(settings, device, desired.tags), settings.max_pixels
+        self.threads = settings.thread_plan("engine")
+        self.threads.apply(log)  # before the runtime or numpy's BLAS starts a thread
+        self.engine = LocalEngine(settings, self.threads.runtime, device, desired.tags)
+        self.max_pixels = settings.max_pixels
         self.keeper = Keeper(repository, self.engine.load, self.apply, settle_s=0)
         self.router = Router("resnet-serve-engine", self._table(desired), self.engine.ready, self.keeper)
         repository.applied(desired)
@@ -60,9 +63,12 @@ class EngineServer:
         self.router.table = self._table(desired)
 
     def watch(self) -> None:
-        """Follow the desired set that other processes change (in the server's event loop)."""
+        """Follow the desired set that other processes change (in the server's event loop), with decoding and file
+        locks on the thread plan's executor."""
         if self.watching is None:
-            self.watching = asyncio.get_running_loop().create_task(self.keeper.watch())
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(self.threads.executor())
+            self.watching = loop.create_task(self.keeper.watch())
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
