@@ -139,6 +139,9 @@ class Runtime(_Strict):
         description="CPU-ms per image (every thread), calls 3 ms apart as a server's are; a median per batch size"
     )
     onnxruntime_ms_per_image: list[float] = Field(description="the same for onnxruntime on this file, interleaved")
+    spread: float | None = Field(
+        None, description="the speedup's run-to-run spread: (max - min) / median over the interleaved rounds"
+    )
     max_rel: float = Field(description="max |logits - onnxruntime's| / max |onnxruntime's| on the parity shapes")
     top1: float = Field(description="top-1 agreement with onnxruntime on the parity images and 192 generated ones")
     top1_photos: float | None = Field(None, description="the same on real photos, when the export had some")

@@ -7,7 +7,6 @@ you serve on (a record holds only for CPUs with the same instruction sets):
 """
 
 import argparse
-import os
 import statistics
 import time
 from importlib.metadata import version
@@ -18,12 +17,14 @@ from PIL import Image, ImageOps
 
 import contract
 from contract.metadata import OPENVINO, Runtime, cpu_isa, openvino_config
+from contract.threads import ThreadPlan
 
 from .graph import INPUT
 from .parity import compare, images, session
 from .speed import machine
 
 PAUSE_S = 0.003  # between timed calls
+ROUNDS = 5  # interleaved rounds per batch size: their median is recorded, their spread too
 GENERATED = 192  # generated shapes (unseen seeds) beside the parity images for the top-1 agreement
 CAPABILITY = {"bf16": "BF16", "f32": "FP32"}  # OpenVINO's names for them among the CPU's capabilities
 
@@ -76,7 +77,8 @@ def _top1(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
 def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[int, ...] = (1, 8)) -> Runtime:
     """One OpenVINO precision on ``folder``'s model.onnx, its CPU time per image measured interleaved with
     onnxruntime's, and its logits against onnxruntime's on the export's parity shapes and on ``photos``."""
-    meta, path, threads = contract.read(folder), folder / "model.onnx", os.cpu_count() or 1
+    meta, path = contract.read(folder), folder / "model.onnx"
+    threads = ThreadPlan.make("in-process").runtime  # as a served model's runtime gets them
     ort = session(path, threads=threads, spinning=False)  # as the service runs it
     request = compile_model(path, name, threads).create_infer_request()
 
@@ -87,12 +89,14 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[in
     def run_ort(x: np.ndarray) -> np.ndarray:
         return ort.run(["logits"], {INPUT: x})[0]
 
-    size, ms, base = meta.preprocessing.crop.size, [], []
+    size, ms, base, spread = meta.preprocessing.crop.size, [], [], 0.0
     for batch in batches:
         x = images((batch, size, size), seed=7)
-        rounds = [(cpu_per_call(run_ort, x), cpu_per_call(run_ov, x)) for _ in range(3)]  # interleaved
+        rounds = [(cpu_per_call(run_ort, x), cpu_per_call(run_ov, x)) for _ in range(ROUNDS)]  # interleaved
         base.append(round(statistics.median(o for o, _ in rounds) * 1e3 / batch, 3))
         ms.append(round(statistics.median(v for _, v in rounds) * 1e3 / batch, 3))
+        speedups = [o / v for o, v in rounds]
+        spread = max(spread, (max(speedups) - min(speedups)) / statistics.median(speedups))
     inputs = [images(tuple(row["shape"]), seed=i) for i, row in enumerate(meta.parity["shapes"])]  # the export's
     inputs += [images((32, size, size), seed=2026 + i) for i in range(GENERATED // 32)]  # unseen: a real percentage
     parity = [compare(run_ort(x), run_ov(x)) | {"n": len(x)} for x in inputs]
@@ -107,6 +111,7 @@ def measure(folder: Path, name: str, photos: list[np.ndarray], batches: tuple[in
         batches=list(batches),
         ms_per_image=ms,
         onnxruntime_ms_per_image=base,
+        spread=round(spread, 3),
         max_rel=max(r["max_rel"] for r in parity),
         top1=sum(r["top1"] * r["n"] for r in parity) / sum(r["n"] for r in parity),
         top1_photos=_top1(on_photos) if photos else None,

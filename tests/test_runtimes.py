@@ -11,6 +11,7 @@ import pytest
 
 from contract import cpu_isa
 from contract.metadata import OPENVINO, Runtime
+from contract.threads import usable_cpus
 from export.parity import images
 from export.runtimes import record
 from service import catalog
@@ -24,7 +25,9 @@ from tests.server import DEFAULT, import_models, serve
 BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def runtime(name: str, speedup: float, top1: float = 1.0, isa: tuple[str, ...] = ("avx512f", "amx_bf16")) -> Runtime:
+def runtime(
+    name: str, speedup: float, top1: float = 1.0, isa: tuple[str, ...] = ("avx512f", "amx_bf16"), spread=None
+) -> Runtime:
     return Runtime(
         name=name,
         version="2026.4.0",
@@ -37,6 +40,7 @@ def runtime(name: str, speedup: float, top1: float = 1.0, isa: tuple[str, ...] =
         onnxruntime_ms_per_image=[speedup, speedup],
         max_rel=0.01,
         top1=top1,
+        spread=spread,
     )
 
 
@@ -48,10 +52,19 @@ AMX = ["avx512f", "amx_bf16"]
 
 
 def test_auto_takes_the_fastest_runtime_of_the_record_made_on_a_cpu_like_this_one():
-    bf16, f32 = runtime("openvino-bf16", 2.3), runtime("openvino-f32", 1.05)
+    bf16, f32 = runtime("openvino-bf16", 2.3), runtime("openvino-f32", 1.15)
     assert choose(meta_with(bf16, f32), "auto", AMX)[0] == "openvino-bf16"
     assert choose(meta_with(runtime("openvino-bf16", 2.3, top1=0.98), f32), "auto", AMX)[0] == "openvino-f32"
     assert choose(meta_with(runtime("openvino-f32", 0.9)), "auto", AMX)[0] == "onnxruntime", "never a slower one"
+
+
+def test_a_tie_stays_on_onnxruntime():
+    """Within the fixed margin, or within the record's own run-to-run spread, a runtime is not faster."""
+    for tie in (runtime("openvino-f32", 1.0), runtime("openvino-f32", 1.08), runtime("openvino-bf16", 1.3, spread=0.4)):
+        chosen, why = choose(meta_with(tie), "auto", AMX)
+        assert chosen == "onnxruntime" and "beyond noise" in why, why
+    assert choose(meta_with(runtime("openvino-bf16", 1.5, spread=0.4)), "auto", AMX)[0] == "openvino-bf16"
+    assert choose(meta_with(runtime("openvino-f32", 1.12)), "auto", AMX)[0] == "openvino-f32", "an old record"
 
 
 def test_auto_never_guesses_without_a_record_for_this_kind_of_cpu():
@@ -83,10 +96,11 @@ def test_the_export_records_what_this_cpu_runs_and_auto_reads_it(measured):
     for r in meta.runtimes:
         assert r.isa == cpu_isa() and r.photos >= 18 and r.top1_photos is not None
         assert len(r.ms_per_image) == len(r.onnxruntime_ms_per_image) == 2 and min(r.ms_per_image) > 0
+        assert r.spread is not None and r.spread >= 0 and r.threads == usable_cpus()  # the serving plan's threads
     f32 = next(r for r in meta.runtimes if r.name == "openvino-f32")
     assert f32.max_rel < 1e-3 and f32.top1 == 1.0, "f32: onnxruntime's answers to rounding"
     chosen, why = choose(meta, "auto")
-    fit = [r for r in meta.runtimes if r.top1 >= runtimes.MIN_TOP1 and r.speedup() > 1]
+    fit = [r for r in meta.runtimes if r.top1 >= runtimes.MIN_TOP1 and r.speedup() > 1 + runtimes.margin(r)]
     assert chosen == (max(fit, key=Runtime.speedup).name if fit else "onnxruntime"), why
 
 
