@@ -1,6 +1,17 @@
-"""Prometheus metrics beside BentoML's own, served on /metrics."""
+"""Prometheus metrics beside BentoML's own, served on /metrics.
+
+BentoML keeps every server's multiprocess files in ``$BENTOML_HOME/prometheus_multiproc_dir`` and empties it when a
+server starts, so a second ``bentoml serve`` under the same home would remove the first one's counters. Each
+deployment gets a folder of its own instead (``RESNET_METRICS_DIR``, made by the service's ``on_deployment`` hook),
+taken here, before any value is created, by every worker of that deployment.
+"""
+
+import os
 
 import bentoml
+
+if folder := os.environ.get("RESNET_METRICS_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="resnet_batch_size",

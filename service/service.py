@@ -66,11 +66,12 @@ class Classifier:
 
     @bentoml.on_deployment
     def share_deployment() -> None:
-        """Once, before any worker starts (fronts and engines inherit both): a fresh engine secret unless one is
-        set, and the folder of the desired set of models."""
+        """Once, before any worker starts (fronts and engines inherit these): a fresh engine secret unless one is
+        set, the folder of the desired set of models, and the deployment's own metrics folder (service/metrics.py)."""
         if SETTINGS.engines:
             os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
         os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
+        os.environ["RESNET_METRICS_DIR"] = tempfile.mkdtemp(prefix="resnet-metrics-")
         Repository(os.environ["RESNET_STATE_DIR"], "deployment").forget_processes()
 
     def __init__(self) -> None:
