@@ -1,7 +1,8 @@
 """What an export writes and the service reads: ``model.json``, typed once for both sides.
 
-Pydantic, and numpy for the out-of-distribution score both sides compute alike: the service uses it without
-torch and the export without bentoml.
+Pydantic; numpy for the out-of-distribution score and Pillow for the pixels a model is given (``pixels``), which
+both sides compute alike; and the thread plan of a process (``threads``). The service uses it without torch and the
+export without bentoml.
 """
 
 from .metadata import Crop, Full, ModelMetadata, Preprocessing, Runtime, cpu_isa, cpu_name, read, write

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import contract
 import models
+from contract.pixels import prepare_image
 from models.shapes import sample
 
 from .graph import ServingGraph
@@ -75,10 +76,7 @@ def agreement_photos(folder: Path, int8: Path, photos: list[Path]) -> float:
     a, b = session(folder / "model.onnx"), session(int8)
     same = 0
     for path in photos:
-        img = Image.open(path).convert("RGB")
-        (w, h), (cw, ch) = pre.target(*img.size, "crop")
-        left, top = (w - cw) // 2, (h - ch) // 2
-        x = np.asarray(img.resize((w, h), Image.BILINEAR).crop((left, top, left + cw, top + ch)))[None]
+        x = prepare_image(Image.open(path), pre, "crop").pixels[None]
         same += int(a.run(["logits"], {"pixels": x})[0].argmax() == b.run(["logits"], {"pixels": x})[0].argmax())
     return same / len(photos)
 

@@ -61,7 +61,7 @@ class ExportSpec:
     calibration_images: int = 256
     runtimes: bool = True  # measure OpenVINO beside onnxruntime (a few seconds to a minute)
     photos: Path | None = None  # real photos for the CPU runtimes' top-1 agreement
-    reference_dir: Path | None = None  # the out-of-distribution score's reference images (default: shapes)
+    reference_dir: Path | None = None  # the out-of-distribution score's images (else shapes for the default model)
     reference_images: int = 1000  # 0: no reference statistics, no score
     training_record: dict | None = None
     output: Path | None = None
@@ -79,6 +79,13 @@ def _done(started: float, detail: str = "") -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+NO_REFERENCE = (
+    "no reference statistics, so no out-of-distribution score: statistics from generated shapes describe only the "
+    "default model, and would flag every real image of any other. Pass --reference-dir DIR (at least 40 images like "
+    "those it will serve), or add them later: python -m export.reference FOLDER --images DIR"
+)
 
 
 def _warn(note: str) -> None:
@@ -295,6 +302,9 @@ def run(spec: ExportSpec) -> list[Path]:
         checked = {p: check(spec, model, p, files[p]) for p in PRECISIONS if p in files and p in spec.precisions}
         speed, slower = compare_speed(files, model.default_input_size)
         written, pixels = [], None
+        scored = spec.reference_images and (spec.reference_dir or spec.variant == reference.SHAPES_MODEL)
+        if spec.reference_images and not scored:
+            _warn(NO_REFERENCE)
         for precision, (report, notes) in checked.items():
             entry = name if precision == "fp32" else f"{name}-{precision}"
             notes = [*notes, *slower.get(precision, [])]
@@ -312,7 +322,7 @@ def run(spec: ExportSpec) -> list[Path]:
                 t = _stage(f"OpenVINO beside onnxruntime on {precision}")
                 found = runtimes.record(written[-1], spec.photos)
                 _done(t, " ".join(f"{r.name} {r.speedup():.2f}× top-1 {r.top1:.1%}" for r in found))
-            if spec.reference_images:
+            if scored:
                 t = _stage(f"reference statistics of {precision} for the out-of-distribution score")
                 pre, n = meta.preprocessing, spec.reference_images
                 pixels = pixels or reference.reference_pixels(pre, spec.reference_dir, n, seed=7)

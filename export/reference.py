@@ -19,9 +19,11 @@ from PIL import Image, ImageOps
 
 import contract
 from contract.metadata import ModelMetadata, Preprocessing
+from contract.pixels import prepare_image
 from contract.reference import QUANTILE, OodScore, Reference
 from models.shapes import sample
 
+SHAPES_MODEL = "resnet10_shapes"  # the one architecture trained on generated shapes: they are its reference
 RANK = 128  # eigen-directions kept per Gaussian
 MAX_COMPONENTS, MIN_IMAGES = 16, 20  # Gaussians: the most frequent predicted classes with enough images
 SHRINKAGE = 0.05  # towards the average variance: a covariance from a few hundred images is noisy
@@ -30,13 +32,9 @@ PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def as_served(img: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """The uint8 pixels the service gives the model for ``img`` under the model's default policy."""
-    size, crop = pre.target(*img.size, pre.policy)
-    resized = img.convert("RGB").resize(size, Image.BILINEAR)
-    if crop is not None:
-        left, top = (size[0] - crop[0]) // 2, (size[1] - crop[1]) // 2
-        resized = resized.crop((left, top, left + crop[0], top + crop[1]))
-    return np.asarray(resized)
+    """The uint8 pixels the service gives the model for ``img`` under the model's default policy (the service's
+    own function: EXIF orientation, JPEG draft decoding and transparency as served)."""
+    return prepare_image(img, pre, pre.policy).pixels
 
 
 def shapes(n: int, seed: int) -> Iterator[Image.Image]:
@@ -142,10 +140,17 @@ def add(folder: Path, pixels: list[np.ndarray], source: str) -> Reference:
     return record
 
 
-def reference_pixels(pre: Preprocessing, images: Path | None, n: int, seed: int) -> tuple[list[np.ndarray], str]:
-    """The reference images as served, and a description of them for the record."""
+def reference_pixels(
+    pre: Preprocessing, images: Path | None, n: int, seed: int, per_photo: int = 0
+) -> tuple[list[np.ndarray], str]:
+    """The reference images as served, and a description of them for the record; with ``per_photo``, that many
+    variants (``variants``) of each image of the folder instead of the images themselves."""
     if images is None:
         return [as_served(img, pre) for img in shapes(n, seed)], f"{n} generated shapes (models/shapes.py), seed {seed}"
+    if per_photo:
+        originals = [Image.open(p) for p in sorted(images.iterdir()) if p.suffix.lower() in PHOTO_EXTENSIONS]
+        found = variants(originals, per_photo, seed)[:n]
+        return [as_served(img, pre) for img in found], f"{len(found)} variants of the images of {images.name}/"
     found = folder_images(images, n)
     return [as_served(img, pre) for img in found], f"{len(found)} images of {images.name}/"
 
@@ -193,6 +198,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, help="reference images (default: generated shapes)")
     parser.add_argument("-n", type=int, default=4000, help="reference images to use")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--variants", type=int, default=0, metavar="K", help="use K crops and variants of each image")
     parser.add_argument("--evaluate", type=Path, metavar="PHOTOS", help="report the flagged fractions only")
     args = parser.parse_args()
     made: dict[Preprocessing, tuple[list[np.ndarray], str]] = {}  # an int8 file shares its fp32 file's images
@@ -201,7 +207,7 @@ def main() -> None:
             print(folder.name, evaluate(folder, args.evaluate))
             continue
         pre = contract.read(folder).preprocessing
-        made[pre] = made.get(pre) or reference_pixels(pre, args.images, args.n, args.seed)
+        made[pre] = made.get(pre) or reference_pixels(pre, args.images, args.n, args.seed, args.variants)
         r = add(folder, *made[pre])
         print(f"{folder.name}: {r.components} Gaussians, threshold {r.threshold:.3f}, drift {r.drift_threshold:.3f}")
 

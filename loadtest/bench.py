@@ -11,35 +11,21 @@ checks the targets the issues set (loadtest/targets.py); loadtest/report.py writ
 import argparse
 import io
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-from . import overhead, report, runtimes, targets, wire, wrk
+from . import overhead, report, runtimes, targets, wire, workload, wrk
 from .drive import PHOTOS, load, photos, save
-from .server import serve
+from .server import child, model_home, serve
 from .soak import mixed_requests, soak
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "bench"
 PY = sys.executable
 MODELS = OUT / "models"
-
-
-def child(*args: str, env: dict | None = None) -> None:
-    subprocess.run([PY, "-m", *args], cwd=ROOT, check=True, env=None if env is None else {**os.environ, **env})
-
-
-def fresh_home(name: str, *model_folders: Path) -> Path:
-    """A BentoML home holding just these exported models."""
-    home = OUT / name
-    shutil.rmtree(home, ignore_errors=True)
-    child("export.store", *map(str, model_folders), env={"BENTOML_HOME": str(home)})
-    return home
 
 
 def in_process(images: list[bytes]) -> tuple[dict, dict, dict]:
@@ -60,7 +46,7 @@ def in_process(images: list[bytes]) -> tuple[dict, dict, dict]:
 def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
     """ResNet-50 over HTTP: batching on and off, int8, `full` mixed vs fixed sizes, and the naive service;
     the fp32 and int8 points at 8 clients again with wrk, whose CPU per request is a fifth of httpx's."""
-    home = fresh_home("home", MODELS / "resnet50", MODELS / "resnet50-int8")
+    home = model_home(OUT / "home", MODELS / "resnet50", MODELS / "resnet50-int8")
     env = {
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "true",
@@ -94,7 +80,8 @@ def served(images: list[bytes], seconds: float) -> tuple[dict, dict]:
 
 def soaked() -> dict:
     """20,000 mixed requests against the default model after a 4,000-request warm-up."""
-    home = fresh_home("soak-home", *(ROOT / "default_model" / m for m in ("shapes-resnet10", "shapes-resnet10-int8")))
+    defaults = (ROOT / "default_model" / m for m in ("shapes-resnet10", "shapes-resnet10-int8"))
+    home = model_home(OUT / "soak-home", *defaults)
     with serve("service.service:Classifier", {"BENTOML_HOME": str(home)}, OUT / "server-soak.log") as url:
         return soak(url, home, mixed_requests(PHOTOS), requests=20_000, warmup=4_000)
 
@@ -113,11 +100,12 @@ def main() -> None:
     files = sorted((OUT / "photos").iterdir())
     on_cpu = runtimes.measure(OUT, MODELS, PHOTOS, files, six, args.seconds)
     wires = wire.measure(OUT, six[0])
-    met = targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
+    real = workload.measure(OUT, MODELS / "resnet50", args.seconds, rounds=3)
+    met = workload.targets(real) + targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
     met += targets.telemetry(telemetry)
-    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires)
+    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires, real)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
-    summary["telemetry_us"], summary["wire"] = telemetry, wires
+    summary["telemetry_us"], summary["wire"], summary["workload"] = telemetry, wires, real
     summary["runtimes"] = on_cpu
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")

@@ -1,26 +1,20 @@
 """BENCHMARKS.md and its plots from the figures `make bench` measured: rendering only, no measuring."""
 
 import json
-import os
 import platform
 from pathlib import Path
 
-from . import overhead, runtimes, wire
+from contract import cpu_isa, cpu_name
+from contract.threads import usable_cpus
+
+from . import overhead, runtimes, wire, workload
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {"cpu": cpu_name(), "isa": cpu_isa(), "cores": usable_cpus(), "python": platform.python_version()}
 
 
 def plot(rows: dict, path: Path) -> None:
@@ -225,6 +219,7 @@ def write(
     on_cpu: dict,
     telemetry: dict,
     wires: dict,
+    real: dict,
 ) -> str:
     """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
     plot(series, DOCS / "bench_http.png")
@@ -233,8 +228,8 @@ def write(
     http_rows = [{"name": k, **r} for k, v in series.items() for r in v] + [{"name": k, **r} for k, r in points.items()]
     text = f"""# Benchmarks
 
-Measured by `make bench` in one run on one machine: {m["cpu"]}, {m["cores"]} cores, onnxruntime
-{inproc["onnxruntime"]} on `CPUExecutionProvider`, torch {inproc["torch"]} ({inproc["threads"]} threads).
+Measured by `make bench` in one run on one machine: {m["cpu"]} ({", ".join(m["isa"])}), {m["cores"]} cores,
+onnxruntime {inproc["onnxruntime"]} on `CPUExecutionProvider`, torch {inproc["torch"]} ({inproc["threads"]} threads).
 Every figure is a median over repeated runs (in process) or a {seconds:g}-second load point after a
 warm-up (HTTP). These machines are shared and noisy: read the ratios, not the absolute numbers.
 
@@ -242,6 +237,7 @@ warm-up (HTTP). These machines are shared and noisy: read the ratios, not the ab
 
 {targets_table(targets)}
 
+{workload.section(real)}
 ## In process: eager torch vs onnxruntime fp32 vs int8 (uint8 NHWC in, same graph)
 
 ![in-process throughput](docs/bench_inprocess.png)

@@ -7,10 +7,7 @@ and ``auto`` in turn: server CPU per request at 8 clients (ResNet-50 `crop` driv
 default model `full` by httpx), from /proc.
 """
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,14 +16,10 @@ import contract
 
 from . import wrk
 from .cpu import cpu_per_request, cpu_seconds, tree
-from .server import serve
+from .server import child, model_home, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("onnxruntime", "auto")  # and, for ResNet-50, OpenVINO bf16 forced where the CPU has bf16
-
-
-def _child(*args: str, env: dict | None = None) -> None:
-    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, check=True, env={**os.environ, **(env or {})})
 
 
 def _served_wrk(url, files: list[Path], seconds: float) -> dict:
@@ -41,14 +34,12 @@ def measure(out: Path, models: Path, photos_dir: Path, files: list[Path], photos
     shutil.rmtree(default, ignore_errors=True)
     shutil.copytree(ROOT / "default_model" / "shapes-resnet10", default / "shapes-resnet10")
     folders = [models / "resnet50", models / "resnet50-int8", default / "shapes-resnet10"]
-    _child("export.runtimes", *map(str, folders), "--photos", str(photos_dir), "--batches", "1,8,32")
+    child("export.runtimes", *map(str, folders), "--photos", str(photos_dir), "--batches", "1,8,32")
     records = {f.name: [r.model_dump() for r in contract.read(f).runtimes] for f in folders}
     ort = {f.name: records[f.name][0]["onnxruntime_ms_per_image"] if records[f.name] else None for f in folders}
     served: dict[str, dict] = {}
     for name, folder, drive in (("resnet50", folders[0], "wrk"), ("shapes-resnet10", folders[2], "httpx")):
-        home = out / f"runtimes-home-{name}"
-        shutil.rmtree(home, ignore_errors=True)
-        _child("export.store", str(folder), env={"BENTOML_HOME": str(home)})
+        home = model_home(out / f"runtimes-home-{name}", folder)
         bf16 = name == "resnet50" and any(x["name"] == "openvino-bf16" for x in records[name])
         for setting in (*SETTINGS, "openvino-bf16") if bf16 else SETTINGS:
             env = {

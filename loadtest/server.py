@@ -1,6 +1,7 @@
 """Start `bentoml serve` on a free local port, wait until /readyz answers, stop it afterwards."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,18 @@ class Server(str):
 
     pid: int
     grpc: str
+
+
+def child(*args: str, env: dict | None = None) -> None:
+    """``python -m ARGS`` in the project's root, failing loudly."""
+    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, check=True, env={**os.environ, **(env or {})})
+
+
+def model_home(home: Path, *model_folders: Path) -> Path:
+    """A fresh BentoML home at ``home`` holding just these exported models."""
+    shutil.rmtree(home, ignore_errors=True)
+    child("export.store", *map(str, model_folders), env={"BENTOML_HOME": str(home)})
+    return home
 
 
 def free_port() -> int:

@@ -5,17 +5,20 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 import contract
 import models
 from export.parity import MIN_TOP1, TOLERANCE, default_shapes, images, session
-from export.pipeline import ExportError, ExportSpec, run
-from tests.conftest import ROOT
+from export.pipeline import NO_REFERENCE, ExportError, ExportSpec, run
+from export.reference import variants
+from tests.conftest import IMAGES, ROOT
 
 CIFAR = {"preact_resnet164", "preact_resnet1001", "wrn28_10"}
 TINY_ARCH = ["--arch", "resnet", "--block", "basic", "--layers", "1,1,1,1"]
@@ -74,10 +77,20 @@ def cli(*args: str, home, check: bool = False) -> subprocess.CompletedProcess:
     return proc
 
 
+def photo_folder(folder: Path, per_photo: int) -> Path:
+    """Crops and variants of the shared photos as JPEG files: a user's folder of reference images."""
+    folder.mkdir()
+    originals = [Image.open(p) for p in sorted(IMAGES.iterdir())]
+    for i, img in enumerate(variants(originals, per_photo)):
+        img.save(folder / f"{i:03d}.jpg")
+    return folder
+
+
 def test_cli_end_to_end(tmp_path) -> None:
     home, out = tmp_path / "home", tmp_path / "out"
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"thing {i}" for i in range(4)) + "\n")
+    photos = photo_folder(tmp_path / "photos", 20)
     proc = cli(
         "resnet18",
         "--random-init",
@@ -93,6 +106,8 @@ def test_cli_end_to_end(tmp_path) -> None:
         "int8",
         "--policy",
         "full",
+        "--reference-dir",
+        str(photos),
         "--reference-images",
         "120",
         "--output",
@@ -107,6 +122,7 @@ def test_cli_end_to_end(tmp_path) -> None:
         meta = contract.read(out / entry)
         assert meta.precision == precision and meta.labels[3] == "thing 3"
         assert meta.reference.images + meta.reference.held_out == 120 and (out / entry / "reference.npz").is_file()
+        assert meta.reference.source == "120 images of photos/"
         assert meta.preprocessing.policy == "full" and meta.trained is False
         assert len(meta.parity["shapes"]) == 5 and meta.parity["tolerance"]["min_top1"] == MIN_TOP1[precision]
         assert (home / "models" / entry).is_dir(), "saved to the BentoML model store"
@@ -172,7 +188,7 @@ def test_cli_help_documents_every_option() -> None:
 
 
 def test_cli_ad_hoc_architecture(tmp_path) -> None:
-    cli(
+    proc = cli(
         "--arch",
         "resnet",
         "--block",
@@ -195,6 +211,8 @@ def test_cli_ad_hoc_architecture(tmp_path) -> None:
     )
     meta = json.loads((tmp_path / "out" / "adhoc" / "model.json").read_text())
     assert json.loads(meta["architecture"])["groups"] == 32
+    assert meta["reference"] is None, "no reference images given: no statistics from shapes for a model of photos"
+    assert NO_REFERENCE in proc.stderr
 
 
 @pytest.mark.parametrize(

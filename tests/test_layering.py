@@ -1,6 +1,6 @@
 """The design's dependency direction: service/ never imports torch, models/ stays pure PyTorch, contract/ is plain
-(pydantic and numpy); inside service/, each subpackage imports only the layers below it, and only the engine imports
-a runtime."""
+(pydantic, numpy and Pillow); inside service/, each subpackage imports only the layers below it, and only the engine
+imports a runtime."""
 
 import ast
 import os

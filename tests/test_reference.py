@@ -2,12 +2,14 @@
 part of it, and measured on images neither saw (fresh shapes, real photos and their variants)."""
 
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
 
 import contract
 from export import reference
+from loadtest.workload import GAUSSIANS, tile
 from tests.conftest import IMAGES
 from tests.server import DEFAULT
 
@@ -83,3 +85,14 @@ def test_too_few_reference_images_are_refused(tmp_path) -> None:
         (tmp_path / f"{i}.png").write_bytes((IMAGES / "chelsea.png").read_bytes())
     with pytest.raises(ValueError, match="need at least 40"):
         reference.folder_images(tmp_path, 100)
+
+
+def test_tiled_to_the_most_gaussians_the_score_is_unchanged(tmp_path) -> None:
+    """`make bench` measures the score at its largest (loadtest/workload.py): 16 Gaussians, the same verdicts."""
+    folder = tmp_path / "m"
+    shutil.copytree(DEFAULT, folder)
+    tile(folder)
+    before, after = (contract.OodScore.load(f, contract.read(f).reference) for f in (DEFAULT, folder))
+    assert contract.read(folder).reference.components == len(after.means) == GAUSSIANS > len(before.means)
+    z = np.random.default_rng(0).gamma(1.0, size=(8, before.means.shape[1])).astype(np.float32)
+    np.testing.assert_allclose(after(z), before(z), rtol=1e-6)

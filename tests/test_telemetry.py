@@ -238,3 +238,43 @@ def test_every_route_gives_the_exports_verdict(watched) -> None:
         result = client.infer(f"{MODEL}-image", [images])
         assert result.as_numpy("out_of_distribution").tolist() == [flagged]
         assert result.as_numpy("ood_score")[0] == pytest.approx(expected, abs=1e-3)
+
+
+def rotated_jpeg_and_alpha_png() -> list[bytes]:
+    """A JPEG whose EXIF orientation turns it a quarter, and a PNG with a transparent half."""
+    photo = Image.open(IMAGES / "chelsea.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    photo.save(jpeg, "JPEG", quality=90, exif=exif.tobytes())
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    rgba.save(png, "PNG")
+    return [jpeg.getvalue(), png.getvalue()]
+
+
+def test_the_export_scores_what_the_service_feeds_the_model(watched) -> None:
+    """Reference statistics are computed on the pixels the service makes (EXIF orientation, JPEG draft decoding,
+    transparency on white): an image's score at export equals the served one."""
+    url, _ = watched
+    meta = contract.read(DEFAULT)
+    score = contract.OodScore.load(DEFAULT, meta.reference)
+    session = onnxruntime.InferenceSession(str(DEFAULT / "model.onnx"), providers=["CPUExecutionProvider"])
+    for data in rotated_jpeg_and_alpha_png():
+        (embedding,) = session.run(["embedding"], {"pixels": served_pixels(data)[None]})
+        served = httpx.post(f"{url}/classify", files={"image": ("i", data)}, timeout=30).json()["ood"]["score"]
+        assert served == pytest.approx(float(score(embedding)[0]), abs=1e-4)
+
+
+def test_a_model_without_statistics_says_why(tmp_path) -> None:
+    folder = tmp_path / MODEL
+    shutil.copytree(DEFAULT, folder)
+    (folder / "reference.npz").unlink()
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "reference": None}))
+    import_models(tmp_path / "home", folder)
+    with serve(tmp_path / "home", tmp_path / "server.log", RESNET_MODELS=f"{MODEL}:latest") as url:
+        [listed] = httpx.get(f"{url}/models").json()
+        assert listed["ood"]["scored"] is False and "export.reference" in listed["ood"]["reason"]
+        photo = {"image": ("c.png", (IMAGES / "chelsea.png").read_bytes())}
+        assert httpx.post(f"{url}/classify", files=photo, timeout=30).json()["ood"] is None

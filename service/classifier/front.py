@@ -17,7 +17,7 @@ from ..metrics import PREPROCESS_SECONDS, REQUESTS
 from ..protocol.tensors import Engine, Item, Result
 from .heatmap import cam, normalise, overlay_png, peak
 from .schemas import Classification, Embedding, Explanation, OutOfDistribution, Prediction, Timing
-from .telemetry import Monitor
+from .telemetry import Monitor, ood_status
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -181,8 +181,8 @@ class Front:
         )
 
     async def models(self) -> list[dict]:
-        """Each loaded version's metadata, its parity report, the provider it runs on, and whether unversioned
-        requests reach it."""
+        """Each loaded version's metadata, its parity report, the provider it runs on, whether unversioned
+        requests reach it, and whether its answers carry the out-of-distribution verdict."""
         providers, entries = await self.engine.providers(), self.entries
         return [
             {
@@ -191,6 +191,7 @@ class Front:
                 "version": e.version,
                 "default": self.defaults.get(e.name) == tag,
                 "provider": providers.get(tag),
+                "ood": ood_status(e),
             }
             for tag, e in entries.items()
         ]

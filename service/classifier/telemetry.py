@@ -11,6 +11,19 @@ from ..catalog import Entry
 from ..metrics import ANSWERS, DRIFT, DRIFT_THRESHOLD, OOD, REFERENCE_LABELS, TOP1
 from .schemas import OutOfDistribution
 
+NOT_SCORED = (
+    "exported without reference statistics: answers carry no out-of-distribution verdict (ood: null); add them "
+    "with python -m export.reference FOLDER --images DIR (images like those it serves), then load the new version"
+)
+
+
+def ood_status(entry: Entry) -> dict:
+    """Whether a model's answers carry the out-of-distribution verdict, and why not (GET /models)."""
+    reference = entry.meta.reference
+    if reference is None:
+        return {"scored": False, "reason": NOT_SCORED}
+    return {"scored": True, "reference": reference.source, "gaussians": reference.components}
+
 
 class Monitor:
     """One model's telemetry in this worker; the drift window is this worker's own recent answers."""
