@@ -67,18 +67,19 @@ class ThreadPlan:
     """Threads per pool for one serving process; ``runtime`` is 0 where no model runs (a front of a remote engine)."""
 
     role: str
-    cpus: int
+    cpus: int  # this process's share of the CPUs it may use
     runtime: int  # onnxruntime's intra-op threads, or OpenVINO's
     blas: int  # numpy's BLAS (OpenBLAS, MKL)
     openmp: int
     decode: int  # the event loop's default executor: image decoding, file locks, loads
 
     @classmethod
-    def make(cls, role: str, runtime_threads: int = 0, cpus: int | None = None) -> "ThreadPlan":
-        """The plan for ``role``; ``runtime_threads`` (RESNET_ORT_THREADS) overrides the runtime's share when set."""
+    def make(cls, role: str, runtime_threads: int = 0, cpus: int | None = None, processes: int = 1) -> "ThreadPlan":
+        """The plan for one of ``processes`` alike (a role's workers share the CPUs); ``runtime_threads``
+        (RESNET_ORT_THREADS) overrides the runtime's share when set."""
         if role not in ROLES:
             raise ValueError(f"thread plan role {role!r}: expected one of {', '.join(ROLES)}")
-        cpus = cpus or usable_cpus()
+        cpus = max(1, (cpus or usable_cpus()) // max(1, processes))
         runtime = 0 if role == "front" else runtime_threads or cpus
         return cls(role, cpus, runtime, blas=1, openmp=1, decode=max(2, cpus))
 

@@ -85,8 +85,10 @@ class Settings:
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 
     def thread_plan(self, role: str) -> ThreadPlan:
-        """Threads per pool for a serving process of ``role`` (contract/threads.py), RESNET_ORT_THREADS honoured."""
-        return ThreadPlan.make(role, self.ort_threads)
+        """Threads per pool for a serving process of ``role`` (contract/threads.py), sharing the CPUs with the
+        role's other workers on the host; RESNET_ORT_THREADS honoured."""
+        workers = max(1, self.engines) if role == "engine" else self.front_workers
+        return ThreadPlan.make(role, self.ort_threads, processes=workers)
 
     def request_layers(self) -> dict:
         """BentoML's per-request layers (access log, OpenTelemetry spans) off the hot path unless asked for."""

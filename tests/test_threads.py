@@ -51,6 +51,8 @@ def test_roles_and_the_runtime_setting() -> None:
     assert ThreadPlan.make("in-process", cpus=4) == ThreadPlan("in-process", 4, 4, 1, 1, 4)
     assert ThreadPlan.make("front", cpus=4).runtime == 0  # a front of a remote engine runs no model
     assert ThreadPlan.make("engine", runtime_threads=3, cpus=8).runtime == 3  # RESNET_ORT_THREADS
+    assert ThreadPlan.make("front", cpus=16, processes=15) == ThreadPlan("front", 1, 0, 1, 1, 2)  # a GPU host's fronts
+    assert ThreadPlan.make("in-process", cpus=4, processes=2).runtime == 2  # two workers, each with a model
     with pytest.raises(ValueError, match="role"):
         ThreadPlan.make("everything")
 
