@@ -71,7 +71,7 @@ class ThreadPlan:
     runtime: int  # onnxruntime's intra-op threads, or OpenVINO's
     blas: int  # numpy's BLAS (OpenBLAS, MKL)
     openmp: int
-    decode: int  # the event loop's default executor: image decoding, file locks, loads
+    decode: int  # the loop's default executor (decoding, file locks, loads): asyncio's rule, on these CPUs
 
     @classmethod
     def make(cls, role: str, runtime_threads: int = 0, cpus: int | None = None, processes: int = 1) -> "ThreadPlan":
@@ -81,7 +81,7 @@ class ThreadPlan:
             raise ValueError(f"thread plan role {role!r}: expected one of {', '.join(ROLES)}")
         cpus = max(1, (cpus or usable_cpus()) // max(1, processes))
         runtime = 0 if role == "front" else runtime_threads or cpus
-        return cls(role, cpus, runtime, blas=1, openmp=1, decode=max(2, cpus))
+        return cls(role, cpus, runtime, blas=1, openmp=1, decode=min(32, cpus + 4))
 
     def apply(self, log: logging.Logger) -> list[dict]:
         """Put the plan in force for the libraries loaded now and later, and log it with threadpoolctl's report

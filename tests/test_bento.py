@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tomllib
 
 import httpx
 import psutil
@@ -47,3 +48,10 @@ def test_the_gpu_bentofile_differs_only_by_the_cuda_libraries() -> None:
     assert cpu == gpu
     swapped = {"onnxruntime-gpu==1.31.1": "onnxruntime-gpu[cuda,cudnn]==1.31.1"}
     assert [swapped.get(p, p) for p in cpu_packages] == gpu_packages
+
+
+def test_the_bento_carries_the_serve_extra() -> None:
+    """What the service imports is in the Bento and its container (`pip install .[serve]` has it beside them)."""
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    packed = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"]
+    assert sorted(packed) == sorted(extra)

@@ -175,9 +175,14 @@ def test_every_front_worker_serves_grpc(workers2) -> None:
     """Both front workers listen on the gRPC port (the kernel spreads connections over them)."""
     port = int(workers2.grpc.rsplit(":", 1)[1])
     fronts = [p for p in psutil.Process(workers2.pid).children(recursive=True) if "resnet-classifier" in p.cmdline()]
-    listening = [
-        p.pid for p in fronts if any(c.laddr.port == port for c in p.connections("tcp") if c.status == "LISTEN")
-    ]
+    deadline = time.monotonic() + 60  # /readyz answered from one worker; the other may still be starting
+    while True:
+        listening = [
+            p.pid for p in fronts if any(c.laddr.port == port for c in p.connections("tcp") if c.status == "LISTEN")
+        ]
+        if len(listening) == len(fronts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(fronts) == 2 and sorted(listening) == sorted(p.pid for p in fronts)
 
 

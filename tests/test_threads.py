@@ -48,10 +48,10 @@ def test_affinity_not_the_node_counts() -> None:
 
 
 def test_roles_and_the_runtime_setting() -> None:
-    assert ThreadPlan.make("in-process", cpus=4) == ThreadPlan("in-process", 4, 4, 1, 1, 4)
+    assert ThreadPlan.make("in-process", cpus=4) == ThreadPlan("in-process", 4, 4, 1, 1, 8)
     assert ThreadPlan.make("front", cpus=4).runtime == 0  # a front of a remote engine runs no model
     assert ThreadPlan.make("engine", runtime_threads=3, cpus=8).runtime == 3  # RESNET_ORT_THREADS
-    assert ThreadPlan.make("front", cpus=16, processes=15) == ThreadPlan("front", 1, 0, 1, 1, 2)  # a GPU host's fronts
+    assert ThreadPlan.make("front", cpus=16, processes=15) == ThreadPlan("front", 1, 0, 1, 1, 5)  # a GPU host's fronts
     assert ThreadPlan.make("in-process", cpus=4, processes=2).runtime == 2  # two workers, each with a model
     with pytest.raises(ValueError, match="role"):
         ThreadPlan.make("everything")
@@ -72,7 +72,7 @@ def test_plan_in_force_in_a_worker_pinned_to_one_cpu(tmp_path) -> None:
         answer = httpx.post(f"{url}/classify", files={"image": ("a.png", photo)}, timeout=60)
         assert answer.status_code == 200, answer.text
     [plan] = plans(log)
-    assert (plan["role"], plan["cpus"], plan["runtime"], plan["decode"]) == ("in-process", 1, 1, 2)
+    assert (plan["role"], plan["cpus"], plan["runtime"], plan["decode"]) == ("in-process", 1, 1, 5)
     blas = [p for p in plan["pools"] if p["user_api"] == "blas"]
     assert blas, plan["pools"]  # numpy's OpenBLAS is loaded, and held to one thread
     assert all(p["num_threads"] == 1 for p in plan["pools"]), plan["pools"]
