@@ -43,6 +43,11 @@ def shapes(n: int, seed: int) -> Iterator[Image.Image]:
     return (sample(rng).image for _ in range(n))
 
 
+def photos_of(folder: Path) -> list[Image.Image]:
+    """The images directly in ``folder``, opened (not yet decoded), in name order."""
+    return [Image.open(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in PHOTO_EXTENSIONS]
+
+
 def folder_images(folder: Path, n: int) -> list[Image.Image]:
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS)[:n]
     if len(files) < 2 * MIN_IMAGES:
@@ -148,8 +153,7 @@ def reference_pixels(
     if images is None:
         return [as_served(img, pre) for img in shapes(n, seed)], f"{n} generated shapes (models/shapes.py), seed {seed}"
     if per_photo:
-        originals = [Image.open(p) for p in sorted(images.iterdir()) if p.suffix.lower() in PHOTO_EXTENSIONS]
-        found = variants(originals, per_photo, seed)[:n]
+        found = variants(photos_of(images), per_photo, seed)[:n]
         return [as_served(img, pre) for img in found], f"{len(found)} variants of the images of {images.name}/"
     found = folder_images(images, n)
     return [as_served(img, pre) for img in found], f"{len(found)} images of {images.name}/"
@@ -182,7 +186,7 @@ def evaluate(folder: Path, photos: Path, n_shapes: int = 1000, seed: int = 98765
     if meta.reference is None:
         raise ValueError(f"{folder} has no reference statistics")
     score = OodScore.load(folder, meta.reference)
-    originals = [Image.open(p) for p in sorted(photos.iterdir()) if p.suffix.lower() in PHOTO_EXTENSIONS]
+    originals = photos_of(photos)
     real = [*originals, *variants(originals)]
     flagged = {}
     for name, images in (("shapes", list(shapes(n_shapes, seed))), ("real", real)):

@@ -12,7 +12,6 @@ import argparse
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from PIL import Image
@@ -24,7 +23,6 @@ from .soak import mixed_requests, soak
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "bench"
-PY = sys.executable
 MODELS = OUT / "models"
 
 

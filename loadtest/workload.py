@@ -78,7 +78,7 @@ def measure(out: Path, plain: Path, seconds: float, rounds: int) -> dict:
         runtime = httpx.get(f"{urls[PROJECT]}/models", timeout=10).json()[0]["provider"]
         for r in range(rounds):
             for c in CLIENTS:
-                for server in SERVERS[r % 3 :] + SERVERS[: r % 3]:
+                for server in SERVERS[r % len(SERVERS) :] + SERVERS[: r % len(SERVERS)]:
                     fields = {} if server == NAIVE else {"policy": "crop"}
                     points[(server, c)].append(load(urls[server], "classify", images, c, seconds, **fields))
     return {
