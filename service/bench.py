@@ -18,11 +18,11 @@ from .catalog import Entry
 from .classifier.front import softmax
 from .classifier.telemetry import Monitor
 from .config import SETTINGS
+from .engine.interface import Item
 from .engine.runner import Runner
 from .engine.sessions import Sessions
 from .imaging.decoders import jpeg_decoder
 from .imaging.preprocess import ImageLimits, prepare
-from .protocol.tensors import Item
 
 CPU = ("CPUExecutionProvider",)
 

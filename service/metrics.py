@@ -73,7 +73,7 @@ REFERENCE_LABELS = bentoml.metrics.Gauge(
     multiprocess_mode="livemax",
 )
 
-# The engine's queue (protocol/batcher.py), summed over the processes that run models.
+# The engine's queue (engine/batcher.py), summed over the processes that run models.
 QUEUED = bentoml.metrics.Gauge(
     name="resnet_engine_queued_images",
     documentation="Images waiting for a model call",

@@ -25,16 +25,17 @@ from .classifier.front import Front
 from .classifier.image_model import ImageModel
 from .classifier.schemas import BatchClassification, Classification, Embedding, Explanation
 from .config import SETTINGS, Settings
-from .engine.service import Engine as EngineService
+from .engine.interface import Engine
+from .engine.remote import RemoteEngine
+from .engine.service import EngineService
+from .engine.tensor_model import TensorModel
 from .errors import Reply
 from .http.guard import Guard, RequestLimits
 from .http.internals import cors_options, dependency_url, install_header_deadlines
 from .http.routes import Multipart
 from .imaging.decoders import jpeg_decoder
 from .protocol import grpc_server
-from .protocol.client import RemoteEngine
-from .protocol.server import Router, Servable, Table, TensorModel
-from .protocol.tensors import Engine
+from .protocol.server import Router, Servable, Table
 from .repository import Desired, Keeper, Repository, split
 
 log = logging.getLogger("resnet.front")

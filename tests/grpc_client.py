@@ -4,15 +4,20 @@ protocol registers the same names (the tests import kserve).
 
     python -m tests.grpc_client ADDRESS TOKEN IMAGE...   → one JSON object on stdout
     python -m tests.grpc_client lifecycle ADDRESS OUTSIDE VERSION   (OUTSIDE: the same server, not on loopback)
+    python -m tests.grpc_client deadline   → the servicer in this process, over a model slower than any deadline
 """
 
+import asyncio
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as rpc
 from tritonclient.utils import InferenceServerException
@@ -86,6 +91,74 @@ def with_raw_stubs(address: str, token: str, images: list[bytes]) -> dict:
     }
 
 
+def health(address: str) -> dict:
+    """grpc.health.v1, as a Kubernetes gRPC probe asks it: the server, the inference service, an unknown one."""
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name
+    found = {
+        s or "server": status(stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=10).status)
+        for s in ("", SERVICE)
+    }
+    found["unknown"] = refusal(lambda: stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10))
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    found["watched"] = status(next(watch).status)
+    watch.cancel()
+    return found
+
+
+class Slow:
+    """A model that answers after a minute, and notes when its work is called off."""
+
+    outputs = ("logits",)
+
+    def __init__(self) -> None:
+        self.stopped: float | None = None
+
+    async def metadata(self) -> dict:
+        return {"name": "slow", "platform": "test", "inputs": [], "outputs": []}
+
+    async def infer(self, request, tensors, names):
+        try:
+            await asyncio.sleep(60)
+        finally:
+            self.stopped = time.perf_counter()
+
+
+async def deadline() -> dict:
+    """A call with a 0.5 s deadline to a model that takes a minute, behind a 30 s request timeout: when the caller
+    hears DEADLINE_EXCEEDED and when the model's work stops; and the health of a server that is not ready."""
+    from service.protocol import grpc_server
+    from service.protocol.server import Router, Table
+
+    async def not_ready() -> bool:
+        return False
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slow = Slow()
+    router = Router("test", Table.of([("slow", "1", slow)], {}), not_ready)
+    server = await grpc_server.start(router, port, "", 30.0, 2**20, 8)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        request = pb.ModelInferRequest(model_name="slow")
+        started = time.perf_counter()
+        try:
+            await rpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=0.5)
+            heard = "OK"
+        except grpc.RpcError as exc:
+            heard = str(exc.code())
+        answered = time.perf_counter() - started
+        await asyncio.sleep(1)
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name((await check).status)
+    await server.stop(grace=None)
+    stopped = None if slow.stopped is None else slow.stopped - started
+    return {"heard": heard, "answered_s": answered, "work_stopped_s": stopped, "health": status}
+
+
+SERVICE = "inference.GRPCInferenceService"
+
+
 def change(stub, action: str, version: str, **flags: bool) -> None:
     """Triton's RepositoryModelLoad or RepositoryModelUnload of one version of MODEL."""
     message = pb.RepositoryModelLoadRequest if action == "load" else pb.RepositoryModelUnloadRequest
@@ -119,7 +192,10 @@ def lifecycle(address: str, outside: str, version: str) -> dict:
 
 if __name__ == "__main__" and sys.argv[1] == "lifecycle":
     print(json.dumps(lifecycle(*sys.argv[2:])))
+elif __name__ == "__main__" and sys.argv[1] == "deadline":
+    print(json.dumps(asyncio.run(deadline())))
 elif __name__ == "__main__":
     address, token, *paths = sys.argv[1:]
     blobs = [Path(p).read_bytes() for p in paths]
-    print(json.dumps({"triton": with_triton(address, token, blobs), "raw": with_raw_stubs(address, token, blobs)}))
+    found = {"triton": with_triton(address, token, blobs), "raw": with_raw_stubs(address, token, blobs)}
+    print(json.dumps(found | {"health": health(address)}))

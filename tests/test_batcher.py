@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from service.engine import sessions
+from service.engine.batcher import Batcher, QueueTimeout
+from service.engine.interface import OUTPUTS
 from service.engine.sessions import Cuda, Sessions, batch_sizes
-from service.protocol.batcher import Batcher, QueueTimeout
-from service.protocol.tensors import OUTPUTS
 from tests.test_default_model import entry
 
 

@@ -18,10 +18,10 @@ from service.catalog import Entry
 from service.classifier.heatmap import cam as class_map
 from service.classifier.heatmap import normalise as normalise_cam
 from service.classifier.heatmap import peak
+from service.engine.interface import OUTPUTS, Item
 from service.engine.runner import Runner
 from service.engine.sessions import Sessions
 from service.imaging.preprocess import ImageLimits, prepare
-from service.protocol.tensors import OUTPUTS, Item
 from tests.conftest import ROOT
 
 FOLDER = ROOT / "default_model"

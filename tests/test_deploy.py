@@ -121,4 +121,4 @@ def test_kserve_inference_service_fits_kserve_and_kubernetes() -> None:
     # RawDeployment: the Service maps the first port and copies the rest (Serverless would route only the first)
     assert doc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     assert [p["containerPort"] for p in container["ports"]] == [3000, 8001], "REST first, then gRPC"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["readinessProbe"]["grpc"] == {"port": 8001}, "grpc.health.v1 on the gRPC port (tests/test_grpc.py)"

@@ -20,9 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 from loadtest.server import serve as serve_command
 from service import catalog
+from service.engine.interface import OUTPUTS, Item
+from service.engine.remote import RemoteEngine
 from service.engine.sessions import Sessions
-from service.protocol.client import RemoteEngine
-from service.protocol.tensors import OUTPUTS, Item
 from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
 from tests.test_wire import probe_every_socket

@@ -97,3 +97,26 @@ def test_message_limits(answers) -> None:
     found, _ = answers
     assert found["raw"]["too_large"][0] == "StatusCode.RESOURCE_EXHAUSTED", "over RESNET_MAX_BODY_BYTES"
     assert found["raw"]["mismatched_raw"][0] == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_standard_health_service(answers) -> None:
+    found, _ = answers
+    assert found["health"] == {
+        "server": "SERVING",
+        "inference.GRPCInferenceService": "SERVING",
+        "unknown": ["StatusCode.NOT_FOUND", "unknown service 'nope'"],
+        "watched": "SERVING",
+    }, "grpc.health.v1 as Kubernetes' gRPC probes ask it, without a token"
+
+
+def test_the_clients_deadline_is_honoured() -> None:
+    """A 0.5 s deadline ends the call and the model's work, though the request timeout is 30 s; a server that is
+    not ready says NOT_SERVING."""
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.grpc_client", "deadline"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout)
+    assert found["heard"] == "StatusCode.DEADLINE_EXCEEDED" and found["answered_s"] < 5
+    assert found["work_stopped_s"] is not None and found["work_stopped_s"] < 5, found
+    assert found["health"] == "NOT_SERVING"

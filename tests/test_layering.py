@@ -48,29 +48,36 @@ LAYERS = {
     "errors": set(),
     "catalog": set(),
     "metrics": set(),
+    "asgi": {"errors"},
     "repository": {"errors"},
-    "http": {"errors"},
+    "protocol": {"errors", "asgi"},
+    "http": {"errors", "asgi", "protocol"},
     "imaging": {"errors", "config"},
-    "protocol": {"errors", "http"},
-    "engine": {"errors", "config", "catalog", "metrics", "http", "protocol", "repository"},
-    "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol"},
+    "engine": {"errors", "config", "catalog", "metrics", "asgi", "http", "protocol", "repository"},
+    "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol", "engine"},
 }
 RUNTIME = {"engine", "bench", "check"}
-THIRD_PARTY = {"onnxruntime": RUNTIME, "openvino": RUNTIME, "numpy": set(LAYERS) - {"http", "config", "errors"}}
+THIRD_PARTY = {"onnxruntime": RUNTIME, "openvino": RUNTIME, "numpy": set(LAYERS) - {"http", "asgi", "config", "errors"}}
 
 
-def service_imports(path: Path) -> set[str]:
-    """The parts of service/ (subpackages or top-level modules) that a module imports, relative imports resolved."""
+def service_modules(path: Path) -> set[str]:
+    """The modules (or packages) of service/ that a module imports, dotted below service/, relative imports resolved."""
     package = path.relative_to(ROOT / "service").parts[:-1]  # the module's folders inside service/
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[: len(package) - (node.level - 1)]
             target = (*base, *node.module.split(".")) if node.module else base
-            found |= {target[0]} if target else {a.name for a in node.names}
+            found |= {".".join(target)} if node.module else set()
+            found |= {".".join((*target, a.name)) for a in node.names}  # a module imported by name, or a symbol
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("service."):
-            found.add(node.module.split(".")[1])
-    return found - {part_of(path)}
+            found.add(node.module.removeprefix("service."))
+    return found
+
+
+def service_imports(path: Path) -> set[str]:
+    """The parts of service/ (subpackages or top-level modules) that a module imports."""
+    return {m.split(".")[0] for m in service_modules(path)} - {part_of(path)}
 
 
 def part_of(path: Path) -> str:
@@ -85,6 +92,13 @@ def test_service_layers_point_one_way(module: Path) -> None:
     assert service_imports(module) <= LAYERS[part], f"{part} may import only {sorted(LAYERS[part])}"
     for package, allowed in THIRD_PARTY.items():
         assert package not in imported_roots(module) or part in allowed, f"{part} imports {package}"
+
+
+@pytest.mark.parametrize("part", ["engine", "protocol"])
+def test_only_the_front_imports_its_guard(part: str) -> None:
+    """The Guard is the front's policy: the protocol's own routes and rules live in protocol/paths.py."""
+    modules = sorted((ROOT / "service" / part).rglob("*.py"))
+    assert not [str(f.relative_to(ROOT)) for f in modules if "http.guard" in service_modules(f)]
 
 
 def test_a_front_with_a_remote_engine_never_imports_a_runtime() -> None:

@@ -16,9 +16,9 @@ from export.parity import images
 from export.runtimes import record
 from service import catalog
 from service.engine import runtimes
+from service.engine.interface import OUTPUTS
 from service.engine.runtimes import OpenVinoModel, choose
 from service.engine.sessions import Sessions
-from service.protocol.tensors import OUTPUTS
 from tests.conftest import ROOT
 from tests.server import DEFAULT, import_models, serve
 

@@ -10,11 +10,11 @@ from contract.metadata import POLICIES
 
 from ..catalog import Entry
 from ..config import Settings
+from ..engine.interface import Engine, Item, Result
 from ..errors import ApiError
 from ..imaging.decoders import Decode
 from ..imaging.preprocess import ImageLimits, Prepared, prepare
 from ..metrics import PREPROCESS_SECONDS, REQUESTS
-from ..protocol.tensors import Engine, Item, Result
 from .heatmap import cam, normalise, overlay_png, peak
 from .schemas import Classification, Embedding, Explanation, OutOfDistribution, Prediction, Timing
 from .telemetry import Monitor, ood_status

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import catalog
 from ..config import Settings
 from ..metrics import BATCH_SIZE, IN_FLIGHT, INFERENCE_SECONDS, QUEUED
-from ..protocol.batcher import Batcher
-from ..protocol.tensors import Item, Result
 from . import runtimes
+from .batcher import Batcher
+from .interface import Item, Result
 from .runner import Model, Runner
 from .sessions import Cuda, Sessions
 

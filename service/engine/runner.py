@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..protocol.tensors import OUTPUTS, Item, Result, group
+from .interface import OUTPUTS, Item, Result, group
 from .runtimes import OpenVinoModel
 from .sessions import Sessions
 

@@ -16,15 +16,16 @@ import sys
 
 import prometheus_client
 
+from ..asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from ..config import SETTINGS, Settings
 from ..errors import ApiError, Reply, reply
-from ..http.asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
-from ..http.guard import HEALTH
 from ..http.internals import install_header_deadlines
 from ..protocol import codec
-from ..protocol.server import Router, Table, TensorModel
+from ..protocol.paths import HEALTH
+from ..protocol.server import Router, Table
 from ..repository import Desired, Keeper, Repository, split
 from .local import LocalEngine
+from .tensor_model import TensorModel
 
 log = logging.getLogger("resnet.engine")
 

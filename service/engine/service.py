@@ -12,8 +12,8 @@ import logging
 import bentoml
 
 from ..config import SETTINGS
-from ..http.guard import is_v2
 from ..http.internals import install_header_deadlines
+from ..protocol.paths import is_v2
 
 log = logging.getLogger("resnet.engine")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("resnet.engine")
     metrics={"enabled": False},
     **SETTINGS.request_layers(),
 )
-class Engine:
+class EngineService:
     """Worker *i* owns GPU *i* (onnxruntime's ``device_id``); every front worker's requests reach one of them."""
 
     def __init__(self) -> None:
@@ -62,4 +62,4 @@ class ProtocolRoutes:
         await self.app(scope, receive, send)
 
 
-Engine.add_asgi_middleware(ProtocolRoutes)
+EngineService.add_asgi_middleware(ProtocolRoutes)

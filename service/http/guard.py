@@ -15,24 +15,14 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
+from ..asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from ..errors import ApiError, Reply, reply
-from .asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
+from ..protocol.paths import HEALTH, REPOSITORY, change_refused, is_v2
 from .forms import parse
 from .routes import Route
 
 log = logging.getLogger("resnet.front")
 EXEMPT = ("/livez", "/readyz", "/metrics", "/healthz")
-REPOSITORY = "/v2/repository/models/"  # loading and unloading models: a token, or a caller on this machine
-
-
-def change_refused(path: str, token: str, host: str) -> str | None:
-    """Why a call from ``host`` may not load or unload models (with no token, only this machine may), or None."""
-    if not token and path.startswith(REPOSITORY) and not is_loopback(host):
-        return "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
-    return None
-
-
-HEALTH = ("/v2/health/live", "/v2/health/ready")  # open, as probes need
 V2 = Callable[[str, str, str | None, bytes], Awaitable[Reply]]  # (method, path, header length, body) → reply
 
 
@@ -49,10 +39,6 @@ def _replay(body: bytes, then):
         return await then()
 
     return receive
-
-
-def is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
 
 
 @dataclass(frozen=True)
@@ -120,7 +106,8 @@ class Guard:
             raise ApiError(431, "headers_too_large", refusal)
         if not bearer_ok(scope, self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
-        if refusal := change_refused(path, self.token, (scope.get("client") or ("",))[0]):
+        local = is_loopback((scope.get("client") or ("",))[0])
+        if refusal := change_refused(path.startswith(REPOSITORY), self.token, local):
             raise ApiError(403, "forbidden", refusal)
         body = await self._body(scope, receive)
         if body is None:  # the client left

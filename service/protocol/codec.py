@@ -67,30 +67,37 @@ def _bytes_elements(raw: bytes, count: int) -> np.ndarray:
     return bytes_array(out)
 
 
+def check(name: str, kind: object, shape: object) -> None:
+    """A tensor's datatype is the protocol's and its shape a list of non-negative integers."""
+    if kind not in DTYPES and kind != "BYTES":
+        raise ProtocolError(f"tensor {name!r}: unknown datatype {kind!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ProtocolError(f"tensor {name!r}: shape must be a list of non-negative integers")
+
+
+def from_bytes(name: str, kind: str, shape: list[int], raw: memoryview | bytes) -> np.ndarray:
+    """A tensor from its raw bytes, as the binary extension and gRPC's ``raw_input_contents`` carry it."""
+    if kind == "BYTES":
+        return _bytes_elements(bytes(raw), prod(shape)).reshape(shape)
+    if len(raw) != prod(shape) * np.dtype(DTYPES[kind]).itemsize:
+        raise ProtocolError(f"tensor {name!r}: {len(raw)} bytes of binary data for shape {shape} of {kind}")
+    return np.frombuffer(raw, DTYPES[kind]).reshape(shape)
+
+
 def _tensor(spec: object, binary: memoryview, at: int) -> tuple[str, np.ndarray, int]:
     """One tensor of a header (name, array, bytes of the binary section it used)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ProtocolError("each tensor needs a name")
     name, kind, shape = spec["name"], spec.get("datatype"), spec.get("shape")
-    if kind not in DTYPES and kind != "BYTES":
-        raise ProtocolError(f"tensor {name!r}: unknown datatype {kind!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ProtocolError(f"tensor {name!r}: shape must be a list of non-negative integers")
-    count, params = prod(shape), spec.get("parameters") or {}
+    check(name, kind, shape)
+    params = spec.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(f"tensor {name!r}: parameters must be a JSON object")
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or at + size > len(binary):
             raise ProtocolError(f"tensor {name!r}: binary_data_size {size!r} exceeds the binary data sent")
-        raw = bytes(binary[at : at + size]) if kind == "BYTES" else binary[at : at + size]
-        if kind == "BYTES":
-            array = _bytes_elements(raw, count)
-        elif size != count * np.dtype(DTYPES[kind]).itemsize:
-            raise ProtocolError(f"tensor {name!r}: {size} bytes of binary data for shape {shape} of {kind}")
-        else:
-            array = np.frombuffer(raw, DTYPES[kind])
-        return name, array.reshape(shape), size
+        return name, from_bytes(name, kind, shape, binary[at : at + size]), size
     data = spec.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"tensor {name!r} has neither data nor binary_data_size")
@@ -132,7 +139,8 @@ def decode(body: bytes, header_length: str | None, key: str) -> tuple[dict, dict
     return header, tensors
 
 
-def _raw(array: np.ndarray) -> bytes:
+def raw(array: np.ndarray) -> bytes:
+    """The tensor's bytes on the wire (BYTES elements each after its 4-byte little-endian length)."""
     if array.dtype == object:
         return b"".join(struct.pack("<I", len(e)) + e for e in (bytes(x) for x in array.ravel()))
     return np.ascontiguousarray(array).tobytes()
@@ -145,7 +153,7 @@ def encode(header: dict, key: str, tensors: dict[str, np.ndarray], binary: Colle
     for name, array in tensors.items():
         spec = {"name": name, "datatype": datatype(array), "shape": list(array.shape)}
         if name in binary:
-            chunks.append(_raw(array))
+            chunks.append(raw(array))
             spec["parameters"] = {"binary_data_size": len(chunks[-1])}
         elif array.dtype == object:
             spec["data"] = [bytes(x).decode("utf-8", "replace") for x in array.ravel()]

@@ -15,9 +15,10 @@ import aiohttp
 import numpy as np
 
 from ..errors import ApiError, EngineUnavailable
-from . import codec
+from ..protocol import codec
+from ..protocol.paths import READY, change_path, model_path
 from .batcher import Batcher
-from .tensors import Item, Result, group
+from .interface import Item, Result, group
 
 BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
 PROBE = aiohttp.ClientTimeout(total=1)  # a heartbeat answered later than this is a miss
@@ -61,7 +62,7 @@ class RemoteEngine:
 
     async def _alive(self) -> bool:
         try:
-            alive = (await self._request("GET", "/v2/health/ready", timeout=PROBE))[0] == 200
+            alive = (await self._request("GET", READY, timeout=PROBE))[0] == 200
         except TimeoutError:
             return self._late()
         except aiohttp.ClientError:
@@ -184,7 +185,7 @@ class RemoteEngine:
         """The engine's repository API loads ``tag`` (warm when it answers), or says why it cannot."""
         name, _, version = tag.partition(":")
         body = {"parameters": {"version": version, "default": default}}
-        status, _, data = await self._call("POST", f"/v2/repository/models/{name}/load", json=body)
+        status, _, data = await self._call("POST", change_path(name, "load"), json=body)
         if status in BUSY:
             raise EngineUnavailable(f"the engine answered {status}")
         if status != 200:
@@ -202,7 +203,7 @@ class RemoteEngine:
             name, _, version = tag.partition(":")
             body = {"parameters": {"version": version}}
             with contextlib.suppress(EngineUnavailable):
-                await self._call("POST", f"/v2/repository/models/{name}/unload", json=body)
+                await self._call("POST", change_path(name, "unload"), json=body)
         self.models = tuple(t for t in tags if t not in waiting)
         return self.models
 
@@ -219,7 +220,7 @@ class RemoteEngine:
             status, _, data = await self._call("GET", "/v2")
             self.versioned = status == 200 and json.loads(data).get("name", "").startswith("resnet-serve")
         name, _, version = tag.partition(":")
-        return f"/v2/models/{name}" + (f"/versions/{version}" if version and self.versioned else "")
+        return model_path(name, version if self.versioned else None)
 
 
 def _error(data: bytes) -> str:

@@ -1,9 +1,10 @@
-"""Small ASGI helpers shared by the front's Guard and the engine server: bounded bodies, replies, tokens."""
+"""Small ASGI helpers shared by the front's Guard, the engine server and the gRPC servicer: bounded bodies,
+replies, tokens."""
 
 import hmac
 import ipaddress
 
-from ..errors import Reply
+from .errors import Reply
 
 
 class BodyTooLarge(Exception):
@@ -23,9 +24,13 @@ def header(scope, name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
+def token_ok(authorization: bytes | None, token: str) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` value; true when no token is configured."""
+    return not token or hmac.compare_digest(authorization or b"", f"Bearer {token}".encode())
+
+
 def bearer_ok(scope, token: str) -> bool:
-    """Constant-time check of ``Authorization: Bearer <token>``; true when no token is configured."""
-    return not token or hmac.compare_digest(raw_header(scope, b"authorization") or b"", f"Bearer {token}".encode())
+    return token_ok(raw_header(scope, b"authorization"), token)
 
 
 def is_loopback(host: str | None) -> bool:
