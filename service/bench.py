@@ -17,7 +17,7 @@ from . import catalog
 from .catalog import Entry
 from .classifier.front import softmax
 from .classifier.telemetry import Monitor
-from .config import SETTINGS
+from .config import Settings
 from .engine.interface import Item
 from .engine.runner import Runner
 from .engine.sessions import Sessions
@@ -29,7 +29,7 @@ CPU = ("CPUExecutionProvider",)
 
 def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs: int = 3) -> dict:
     """Per-image latency (median), preprocessing share and CPU time over ``runs`` passes of ``data``."""
-    latencies, pre_ms, limits = [], [], ImageLimits.of(SETTINGS, entry.meta.min_input_size)
+    latencies, pre_ms, limits = [], [], ImageLimits.of(Settings(), entry.meta.min_input_size)
     cpu = time.process_time()
     for _ in range(runs):
         for blob in data:
@@ -49,7 +49,7 @@ def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs:
 
 def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, float | None]:
     """Images/s of decode + resize alone (``crop``, one thread), with Pillow and, where it loads, nvImageCodec."""
-    limits, pre, rates = ImageLimits.of(SETTINGS, entry.meta.min_input_size), entry.meta.preprocessing, {}
+    limits, pre, rates = ImageLimits.of(Settings(), entry.meta.min_input_size), entry.meta.preprocessing, {}
     for name in ("pillow", "nvimgcodec"):
         jpeg = jpeg_decoder(name)
         if name != "pillow" and jpeg is None:
@@ -65,7 +65,7 @@ def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, fl
 
 def telemetry_us(entry: Entry, data: list[bytes], calls: int = 5000) -> float:
     """Median microseconds of Monitor.observe for a one-image request (labels, confidence, OOD score, drift)."""
-    limits = ImageLimits.of(SETTINGS, entry.meta.min_input_size)
+    limits = ImageLimits.of(Settings(), entry.meta.min_input_size)
     sessions, monitor = Sessions(entry, CPU, 1, False), Monitor(entry)
     answers = []
     for blob in data:

@@ -15,25 +15,25 @@ import socket
 import sys
 
 from . import catalog
-from .config import CUDA, SETTINGS
+from .config import CUDA, Settings
 from .repository import Repository
 
 
-def load(tag: str) -> catalog.Entry:
+def load(tag: str, settings: Settings) -> catalog.Entry:
     """The model as the service will load it: metadata and head; and, with the engine on this host, its session on
     the providers the service asks for."""
     entry = catalog.load(tag)
     entry.head()
-    if SETTINGS.engine_url:
+    if settings.engine_url:
         return entry
     from .engine import runtimes  # onnxruntime and OpenVINO: only where the model runs in this process
     from .engine.sessions import Sessions
 
-    sessions = Sessions(entry, SETTINGS.providers, 1, SETTINGS.require_gpu)
-    provider = runtimes.load(entry, sessions, SETTINGS.runtime, 1).provider
-    if provider == CUDA and not SETTINGS.engines and SETTINGS.front_workers > 1:
+    sessions = Sessions(entry, settings.providers, 1, settings.require_gpu)
+    provider = runtimes.load(entry, sessions, settings.runtime, 1).provider
+    if provider == CUDA and not settings.engines and settings.front_workers > 1:
         raise RuntimeError(
-            f"RESNET_ENGINES=0 with RESNET_FRONT_WORKERS={SETTINGS.front_workers} would load the model on the GPU "
+            f"RESNET_ENGINES=0 with RESNET_FRONT_WORKERS={settings.front_workers} would load the model on the GPU "
             "once per front worker: leave RESNET_ENGINES unset (one engine per GPU beside the fronts), or serve "
             "with RESNET_FRONT_WORKERS=1"
         )
@@ -52,26 +52,27 @@ def bind(port: int) -> None:
 
 
 def main() -> int:
-    if SETTINGS.grpc_port:
+    settings = Settings()
+    if settings.grpc_port:
         try:
-            bind(SETTINGS.grpc_port)
+            bind(settings.grpc_port)
         except OSError as exc:
             print(
-                f"error: RESNET_GRPC_PORT {SETTINGS.grpc_port} cannot be bound ({exc.strerror}): stop what holds"
+                f"error: RESNET_GRPC_PORT {settings.grpc_port} cannot be bound ({exc.strerror}): stop what holds"
                 " it, choose another port, or set RESNET_GRPC_PORT=0 to serve without gRPC",
                 file=sys.stderr,
             )
             return 1
-    tags = SETTINGS.models
-    if SETTINGS.state_dir:
+    tags = settings.models
+    if settings.state_dir:
         try:
-            tags = Repository(SETTINGS.state_dir, "check").read(list(SETTINGS.models)).tags
+            tags = Repository(settings.state_dir, "check").read(list(settings.models)).tags
         except (OSError, LookupError, ValueError) as exc:
             print(f"error: the desired set of models in RESNET_STATE_DIR cannot be kept: {exc}", file=sys.stderr)
             return 1
     for tag in tags:
         try:
-            entry = load(tag)
+            entry = load(tag, settings)
         except Exception as exc:
             print(f"error: model {tag} cannot be served: {exc}", file=sys.stderr)
             return 1

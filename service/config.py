@@ -5,6 +5,8 @@ It imports nothing of the service: every layer may read it.
 
 import glob
 import os
+import secrets
+import tempfile
 from dataclasses import dataclass, field
 
 from contract.threads import ThreadPlan, usable_cpus
@@ -99,4 +101,13 @@ class Settings:
         }
 
 
-SETTINGS = Settings()
+def share_deployment(engines: int) -> None:
+    """What every worker of one deployment shares, set once before any of them starts (BentoML's ``on_deployment``
+    hook): the workers inherit this process's environment, and read it as their settings. RESNET_ENGINE_TOKEN, the
+    fronts' secret for the engines beside them (fresh unless set); RESNET_STATE_DIR, the desired set of models
+    (service/repository.py; a fresh folder unless set); RESNET_METRICS_DIR, this deployment's Prometheus files
+    (service/metrics.py)."""
+    if engines:
+        os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
+    os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
+    os.environ["RESNET_METRICS_DIR"] = tempfile.mkdtemp(prefix="resnet-metrics-")

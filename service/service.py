@@ -8,11 +8,6 @@ is declared for BentoML (its OpenAPI schema and clients) and served by the Guard
 path (service/http/).
 """
 
-import asyncio
-import logging
-import os
-import secrets
-import tempfile
 from pathlib import Path
 
 import bentoml
@@ -20,26 +15,26 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from . import catalog
-from .classifier.front import Front
-from .classifier.image_model import ImageModel
 from .classifier.schemas import BatchClassification, Classification, Embedding, Explanation
-from .config import SETTINGS, Settings
-from .engine.interface import Engine
-from .engine.remote import RemoteEngine
+from .config import Settings, share_deployment
 from .engine.service import EngineService
-from .engine.tensor_model import TensorModel
 from .errors import Reply
 from .http.guard import Guard, RequestLimits
-from .http.internals import cors_options, dependency_url, install_header_deadlines
+from .http.internals import cors_options, dependency_url
 from .http.routes import Multipart
-from .imaging.decoders import jpeg_decoder
-from .protocol import grpc_server
-from .protocol.server import Router, Servable, Table
-from .repository import Desired, Keeper, Repository, split
+from .repository import Repository
+from .worker import Worker
 
-log = logging.getLogger("resnet.front")
-FAST = Multipart(bentoml.get_current_service)  # the APIs the Guard serves from memory
+DECLARED = Settings()  # what BentoML is told at import: workers, timeouts, request layers
+
+
+def served() -> "Classifier":
+    """This worker's service instance. BentoML builds the ASGI app (the Guard, the pages) apart from the instance it
+    creates at start-up; this is the one place they reach it."""
+    return bentoml.get_current_service()
+
+
+FAST = Multipart(served)  # the APIs the Guard serves from memory
 
 
 def engine_url(settings: Settings) -> str:
@@ -47,18 +42,9 @@ def engine_url(settings: Settings) -> str:
     return settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
 
 
-def make_engine(settings: Settings, tags: tuple[str, ...], url: str, threads: int) -> Engine:
-    """The client of the engine at ``url``; else the engine in this process, on ``threads`` runtime threads."""
-    if url:
-        log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
-        return RemoteEngine(url, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
-    from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
-
-    return LocalEngine(settings, threads, tags=tags)
-
-
 class Classifier:
-    """Front service: decoding, validation and labels (classifier/); the engine batches across every client."""
+    """Front service: each worker builds its parts from the settings (service/worker.py); the engine batches across
+    every client."""
 
     # BentoML starts the engines beside the fronts and restarts them; the fronts call them over the protocol, never
     # through this (which pickles). Declared on every host, so that a Bento built anywhere runs anywhere; with the
@@ -67,93 +53,28 @@ class Classifier:
 
     @bentoml.on_deployment
     def share_deployment() -> None:
-        """Once, before any worker starts (fronts and engines inherit these): a fresh engine secret unless one is
-        set, the folder of the desired set of models, and the deployment's own metrics folder (service/metrics.py)."""
-        if SETTINGS.engines:
-            os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
-        os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
-        os.environ["RESNET_METRICS_DIR"] = tempfile.mkdtemp(prefix="resnet-metrics-")
-        Repository(os.environ["RESNET_STATE_DIR"], "deployment").forget_processes()
+        """Once, before any worker starts: what the workers share (config.share_deployment), and no process of an
+        earlier deployment left in the desired set's records."""
+        share_deployment(Settings().engines)
+        Repository(Settings().state_dir, "deployment").forget_processes()
 
     def __init__(self) -> None:
-        repository = Repository(SETTINGS.state_dir, "front")
-        desired = repository.read(list(SETTINGS.models))
-        url = engine_url(SETTINGS)
-        self.threads = SETTINGS.thread_plan("front" if url else "in-process")
-        self.threads.apply(log)  # before the runtime or numpy's BLAS starts a thread
-        self.engine = make_engine(SETTINGS, desired.tags, url, self.threads.runtime)
-        self.front = Front(self.engine, SETTINGS, jpeg_decoder(SETTINGS.decoder))
-        self.keeper = Keeper(repository, self.prepare, self.apply)
-        self.router = Router("resnet-serve", Table({}, {}), self.engine.ready, self.keeper)
-        self._serve({tag: catalog.load(tag) for tag in desired.tags}, desired)
-        repository.applied(desired)
-        self.grpc, self.watching = None, None
-
-    def _serve(self, entries: dict[str, catalog.Entry], desired: Desired) -> None:
-        """Route to these versions from now on: each one's raw graph, and an image model beside it."""
-        defaults = {name: split(tag)[1] for name, tag in desired.defaults.items()}
-        defaults |= {f"{name}-image": version for name, version in defaults.items()}
-        models: list[tuple[str, str, Servable]] = []
-        for tag, e in entries.items():
-            models.append((e.name, e.version, TensorModel(tag, e.meta, self.engine, SETTINGS.max_pixels)))
-            models.append((f"{e.name}-image", e.version, ImageModel(tag, e.meta, self.front)))
-        table = Table.of(models, defaults)
-        front_defaults = {e.name: f"{e.name}:{table.defaults[e.name]}" for e in entries.values()}
-        self.front.update(entries, front_defaults, desired.main)
-        self.router.table = table
-
-    async def prepare(self, tag: str, default: bool) -> None:
-        """A version about to be loaded: its metadata meets the contract, and the engine has it warm."""
-        catalog.load(tag)
-        await self.engine.load(tag, default)
-
-    async def apply(self, desired: Desired) -> None:
-        """Serve the desired set: the engine loads and warms what is new first, then the routes switch."""
-        entries = {}
-        for tag in desired.tags:
-            try:
-                entries[tag] = self.front.entries.get(tag) or catalog.load(tag)
-            except Exception as exc:  # gone from the store since it was loaded
-                log.error("front: %s left out: %s", tag, exc)
-        if SETTINGS.engines:  # beside the fronts: every engine has each new version before any front routes to it
-            await self.keeper.settled(desired, "engine")
-        served = await self.engine.apply(tuple(entries))
-        self._serve({tag: entries[tag] for tag in served}, desired)
+        settings = Settings()  # from the environment the deployment shared
+        self.worker = Worker(settings, engine_url(settings))
+        self.front = self.worker.front
 
     @bentoml.on_startup
-    async def arm_worker(self) -> None:
-        """Before the worker accepts a connection: uvicorn's header deadlines (service/http/internals.py), and
-        decoding on the thread plan's executor."""
-        install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
-        asyncio.get_running_loop().set_default_executor(self.threads.executor())
-
-    @bentoml.on_startup
-    async def watch_models(self) -> None:
-        """Follow the desired set of models that other workers change."""
-        self.watching = asyncio.get_running_loop().create_task(self.keeper.watch())
-
-    @bentoml.on_startup
-    async def serve_grpc(self) -> None:
-        """The protocol over gRPC on RESNET_GRPC_PORT, from every front worker: the kernel spreads the connections
-        over them (SO_REUSEPORT), as it does HTTP's. A port another process holds is refused by the pre-flight check."""
-        if SETTINGS.grpc_port:
-            s = SETTINGS
-            self.grpc = await grpc_server.start(
-                self.router, s.grpc_port, s.api_token, s.timeout_s, s.max_body_bytes, s.max_concurrency
-            )
+    async def start(self) -> None:
+        await self.worker.start()
 
     async def __is_ready__(self) -> bool:
         """Ready while the engine is: in process, once every model and shape bucket is warm; remote, while it
         answers that each model is ready."""
-        return await self.engine.ready()
+        return await self.worker.engine.ready()
 
     @bentoml.on_shutdown
     async def close(self) -> None:
-        if self.watching is not None:
-            self.watching.cancel()
-        if self.grpc is not None:
-            await self.grpc.stop(grace=5)
-        await self.engine.close()
+        await self.worker.close()
 
     @bentoml.api
     @FAST
@@ -202,21 +123,21 @@ class Classifier:
 
 Classifier = bentoml.service(
     name="resnet-classifier",
-    workers=SETTINGS.front_workers,
+    workers=DECLARED.front_workers,
     # The Guard answers the body deadline (408), the request timeout (504) and the concurrency limit (429) as
     # JSON first; BentoML's own timeout, over the whole exchange, is only the backstop.
-    traffic={"timeout": SETTINGS.body_timeout_s + SETTINGS.timeout_s + 5},
-    **SETTINGS.request_layers(),
+    traffic={"timeout": DECLARED.body_timeout_s + DECLARED.timeout_s + 5},
+    **DECLARED.request_layers(),
 )(Classifier)
-Classifier.models.extend(bentoml.models.BentoModel(tag) for tag in SETTINGS.models)  # packed by `bentoml build`
+Classifier.models.extend(bentoml.models.BentoModel(tag) for tag in DECLARED.models)  # packed by `bentoml build`
 
 
 async def _v2(method: str, path: str, header_length: str | None, body: bytes) -> Reply:
-    return await bentoml.get_current_service().router(method, path, header_length, body)
+    return await served().worker.router(method, path, header_length, body)
 
 
 async def _get_models(request) -> JSONResponse:
-    return JSONResponse(await bentoml.get_current_service().front.models())
+    return JSONResponse(await served().front.models())
 
 
 async def _ui(request) -> FileResponse:
@@ -225,7 +146,7 @@ async def _ui(request) -> FileResponse:
 
 def guarded(app) -> Guard:
     """The Guard around BentoML's app, built in the worker, once BentoML's configuration (CORS) is loaded."""
-    s = SETTINGS
+    s = Settings()
     limits = RequestLimits(
         max_body_bytes=s.max_body_bytes,
         max_concurrency=s.max_concurrency,

@@ -17,7 +17,7 @@ import sys
 import prometheus_client
 
 from ..asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
-from ..config import SETTINGS, Settings
+from ..config import Settings
 from ..errors import ApiError, Reply, reply
 from ..http.internals import install_header_deadlines
 from ..protocol import codec
@@ -116,19 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
-    args = parser.parse_args(argv)
-    if not is_loopback(args.host) and not SETTINGS.engine_token:
+    args, settings = parser.parse_args(argv), Settings()
+    if not is_loopback(args.host) and not settings.engine_token:
         parser.error(f"--host {args.host} reaches beyond this machine: set RESNET_ENGINE_TOKEN (a shared secret)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = EngineServer(SETTINGS)
-    install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+    app = EngineServer(settings)
+    install_header_deadlines(settings.header_timeout_s, settings.max_header_bytes)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=SETTINGS.timeout_s,
+        timeout_keep_alive=settings.timeout_s,
     )
 
 

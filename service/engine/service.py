@@ -11,40 +11,41 @@ import logging
 
 import bentoml
 
-from ..config import SETTINGS
+from ..config import Settings
 from ..http.internals import install_header_deadlines
 from ..protocol.paths import is_v2
 
 log = logging.getLogger("resnet.engine")
+DECLARED = Settings()  # what BentoML is told at import: workers, timeouts, request layers
 
 
 @bentoml.service(
     name="resnet-engine",
-    workers=max(1, SETTINGS.engines),
-    traffic={"timeout": SETTINGS.timeout_s + 5},
+    workers=max(1, DECLARED.engines),
+    traffic={"timeout": DECLARED.timeout_s + 5},
     # BentoML's per-request metrics would count the fronts' internal calls and heartbeats at a cost per call; the
     # engine's own metrics (batch sizes, model time) reach the fronts' /metrics through the shared multiprocess store.
     metrics={"enabled": False},
-    **SETTINGS.request_layers(),
+    **DECLARED.request_layers(),
 )
 class EngineService:
     """Worker *i* owns GPU *i* (onnxruntime's ``device_id``); every front worker's requests reach one of them."""
 
     def __init__(self) -> None:
-        self.server = None
-        if not SETTINGS.engines:
+        self.settings, self.server = Settings(), None  # from the environment the deployment shared
+        if not self.settings.engines:
             log.info("engine idle: the model runs in the front workers (RESNET_ENGINES=0)")
             return
         from .server import EngineServer  # onnxruntime: only in the engine's own workers
 
         worker = (bentoml.server_context.worker_index or 1) - 1  # circus numbers workers from 1
-        self.server = EngineServer(SETTINGS, device=worker % SETTINGS.engines)
+        self.server = EngineServer(self.settings, device=worker % self.settings.engines)
 
     @bentoml.on_startup
     async def start(self) -> None:
         """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one; and the
         desired set of models followed."""
-        install_header_deadlines(SETTINGS.header_timeout_s, SETTINGS.max_header_bytes)
+        install_header_deadlines(self.settings.header_timeout_s, self.settings.max_header_bytes)
         if self.server is not None:
             self.server.watch()
 
@@ -56,6 +57,7 @@ class ProtocolRoutes:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
+        # BentoML builds the ASGI app apart from the instance it creates at start-up: this is where they meet
         server = bentoml.get_current_service().server if scope["type"] == "http" else None
         if server is not None and is_v2(scope["path"]):
             return await server(scope, receive, send)
