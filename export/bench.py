@@ -24,8 +24,9 @@ from contract.pixels import prepare_image
 from models.shapes import sample
 
 from .graph import ServingGraph
-from .parity import images, session
+from .parity import images
 from .pipeline import ExportSpec, run
+from .session import session
 from .speed import median_seconds
 from .variants import OPS, has_amx
 

@@ -20,8 +20,9 @@ import torch
 import models
 
 from .graph import INPUT, ServingGraph
-from .parity import compare, images, session
+from .parity import compare, images
 from .pipeline import ExportSpec, build, run
+from .session import session
 from .speed import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]

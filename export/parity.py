@@ -1,11 +1,11 @@
 """Parity of an ONNX file against eager PyTorch: max abs/rel error and top-k agreement per shape."""
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from .graph import INPUT, ServingGraph
+from .session import session
 
 # Logits error, relative to the largest |logit| of the reference, above which an export fails.
 # fp32 kernels differ only in summation order: ~1e-6 on trained nets, up to ~2e-4 on untrained
@@ -41,15 +41,6 @@ def images(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     b, h, w = shape
     return np.stack([np.asarray(sample(rng, size=(w, h)).image) for _ in range(b)])
-
-
-def session(path, providers: list | None = None, threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
-    """A quiet session on ``providers`` (CPU by default) with ``threads`` intra-op threads (0: onnxruntime's);
-    ``spinning=False`` as the service runs it (idle threads sleep between calls)."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level, opts.intra_op_num_threads = 3, threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 from PIL import Image, ImageOps
 
 import contract
@@ -22,6 +21,8 @@ from contract.metadata import ModelMetadata, Preprocessing
 from contract.pixels import prepare_image
 from contract.reference import QUANTILE, OodScore, Reference
 from models.shapes import sample
+
+from .session import session
 
 SHAPES_MODEL = "resnet10_shapes"  # the one architecture trained on generated shapes: they are its reference
 RANK = 128  # eigen-directions kept per Gaussian
@@ -57,7 +58,7 @@ def folder_images(folder: Path, n: int) -> list[Image.Image]:
 
 def outputs(onnx_file: Path, pixels: list[np.ndarray], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, K], embeddings [N, C]) in order, batched by shape as the service batches."""
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    opened = session(onnx_file)
     logits, embeddings = [None] * len(pixels), [None] * len(pixels)
     by_shape: dict[tuple, list[int]] = {}
     for i, p in enumerate(pixels):
@@ -65,7 +66,7 @@ def outputs(onnx_file: Path, pixels: list[np.ndarray], batch: int = 32) -> tuple
     for idx in by_shape.values():
         for start in range(0, len(idx), batch):
             part = idx[start : start + batch]
-            out = session.run(["logits", "embedding"], {"pixels": np.stack([pixels[i] for i in part])})
+            out = opened.run(["logits", "embedding"], {"pixels": np.stack([pixels[i] for i in part])})
             for j, i in enumerate(part):
                 logits[i], embeddings[i] = out[0][j], out[1][j]
     return np.stack(logits), np.stack(embeddings)

@@ -20,7 +20,8 @@ from contract.metadata import OPENVINO, Runtime, cpu_isa, openvino_config
 from contract.threads import ThreadPlan
 
 from .graph import INPUT
-from .parity import compare, images, session
+from .parity import compare, images
+from .session import session
 from .speed import machine
 
 PAUSE_S = 0.003  # between timed calls

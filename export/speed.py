@@ -9,7 +9,8 @@ from pathlib import Path
 from contract.metadata import Speed, cpu_name
 
 from .graph import INPUT
-from .parity import images, session
+from .parity import images
+from .session import session
 
 
 def median_seconds(fn: Callable[[], object], runs: int = 5, min_time: float = 0.3) -> float:

@@ -72,42 +72,49 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return head + "\n".join("| " + " | ".join(cell(r, k, f) for k, _, f in cols) + " |" for r in rows)
 
 
-def gpu_section(path: Path) -> str:
-    """BENCHMARKS.md's GPU part, from the JSON `make gpu-check` wrote on a GPU host (copied to docs/)."""
-    if not path.is_file():
-        return ""
-    g = json.loads(path.read_text())
+GPU_PARITY = [
+    ("model", "model", "s"),
+    ("engine", "engine", "s"),
+    ("max_rel", "max error ÷ largest logit", ".1e"),
+    ("top1", "top-1 agreement", ".2f"),
+]
+GPU_IN_PROCESS = [
+    ("engine", "engine", "s"),
+    ("batch", "batch", "d"),
+    ("ms_per_batch", "ms / batch", ".2f"),
+    ("images_per_s", "images/s", ".0f"),
+]
+GPU_HTTP = [
+    ("model", "model", "s"),
+    ("concurrency", "clients", "d"),
+    ("images_per_s", "images/s", ".0f"),
+    ("p50_ms", "p50 ms", ".1f"),
+    ("p99_ms", "p99 ms", ".1f"),
+    ("mean_batch", "mean batch", ".1f"),
+    ("preprocess_ms_p50", "decode p50 ms", ".1f"),
+    ("inference_ms_p50", "engine p50 ms", ".1f"),
+    ("errors", "errors", "d"),
+    ("client_cpu_ms", "load client CPU-ms / request", ".2f"),
+]
+
+
+def worst_parity(g: dict) -> list[dict]:
+    """Per (model, engine): the largest error and the lowest top-1 agreement over the shapes checked."""
     worst: dict = {}
     for model, rows in g["parity"].items():
         for r in rows:
             w = worst.setdefault((model, r["engine"]), {"model": model, "engine": r["engine"], "max_rel": 0, "top1": 1})
             w["max_rel"], w["top1"] = max(w["max_rel"], r["max_rel"]), min(w["top1"], r["top1"])
+    return list(worst.values())
+
+
+def gpu_section(path: Path) -> str:
+    """BENCHMARKS.md's GPU part, from the JSON `make gpu-check` wrote on a GPU host (copied to docs/)."""
+    if not path.is_file():
+        return ""
+    g = json.loads(path.read_text())
     v, m = g["varying_batches"], g["machine"]
     workers = g.get("served_env", {}).get("RESNET_FRONT_WORKERS", m["cores"] // 2)
-    cols_par = [
-        ("model", "model", "s"),
-        ("engine", "engine", "s"),
-        ("max_rel", "max error ÷ largest logit", ".1e"),
-        ("top1", "top-1 agreement", ".2f"),
-    ]
-    cols_in = [
-        ("engine", "engine", "s"),
-        ("batch", "batch", "d"),
-        ("ms_per_batch", "ms / batch", ".2f"),
-        ("images_per_s", "images/s", ".0f"),
-    ]
-    cols_http = [
-        ("model", "model", "s"),
-        ("concurrency", "clients", "d"),
-        ("images_per_s", "images/s", ".0f"),
-        ("p50_ms", "p50 ms", ".1f"),
-        ("p99_ms", "p99 ms", ".1f"),
-        ("mean_batch", "mean batch", ".1f"),
-        ("preprocess_ms_p50", "decode p50 ms", ".1f"),
-        ("inference_ms_p50", "engine p50 ms", ".1f"),
-        ("errors", "errors", "d"),
-        ("client_cpu_ms", "load client CPU-ms / request", ".2f"),
-    ]
     return f"""
 ## GPU: {g["card"]["name"]} (`make gpu-check`, {g["seconds"]:.0f} s unattended)
 
@@ -116,13 +123,13 @@ One run on {g["card"]["name"]} ({g["card"]["memory_gib"]} GiB), {m["cpu"]} × {m
 (BatchNorm calibrated), exported here as fp32 and fp16; the reference is eager torch fp32 on CPU, on
 the same uint8 images at 224², 224² × 8, 177×301 × 2 and 513×387.
 
-{table(list(worst.values()), cols_par)}
+{table(worst_parity(g), GPU_PARITY)}
 
 onnxruntime's CUDA provider uses TF32 unless `use_tf32=0`: its fp32 logits then move by ~1e-2 of
 their range, beyond the 1e-3 an fp32 export is held to, so the service turns TF32 off
 (`RESNET_TF32=1` turns it on) and fp16 is the fast path.
 
-{table(g["inprocess"], cols_in)}
+{table(g["inprocess"], GPU_IN_PROCESS)}
 
 Batch sizes that change from call to call (as a batching server makes them) cost one onnxruntime
 CUDA session {v["one_session_ms_per_call"]:.1f} ms per call (the convolutions re-plan on every new
@@ -133,7 +140,7 @@ Through HTTP (real JPEG photos, `crop`, {workers} front workers; the load client
 wrk where the table gives its CPU, else one Python process), fp16 vs fp32 top-1 agreement
 {g["served_agreement"]["top1_agreement"]:.2f} over {g["served_agreement"]["images"]} photos:
 
-{table(g["served"], cols_http)}
+{table(g["served"], GPU_HTTP)}
 
 {g.get("note", "")}
 

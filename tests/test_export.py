@@ -15,9 +15,10 @@ from PIL import Image
 
 import contract
 import models
-from export.parity import MIN_TOP1, TOLERANCE, default_shapes, images, session
+from export.parity import MIN_TOP1, TOLERANCE, default_shapes, images
 from export.pipeline import NO_REFERENCE, ExportError, ExportSpec, run
 from export.reference import variants
+from export.session import session
 from tests.conftest import IMAGES, ROOT
 
 CIFAR = {"preact_resnet164", "preact_resnet1001", "wrn28_10"}

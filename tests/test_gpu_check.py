@@ -3,7 +3,8 @@
 import numpy as np
 
 from export.gpu_check import bound_runner
-from export.parity import images, session
+from export.parity import images
+from export.session import session
 from tests.server import DEFAULT
 
 
