@@ -30,8 +30,10 @@ serve: $(VENV)/.serve
 	$(BIN)/bentoml serve service.service:Classifier --port $(PORT)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download is not possible here);
-# the load tests' compiled generator is Debian's wrk; the alert rules' checker is Debian's promtool.
+# the load tests' compiled generator is Debian's wrk; the alert rules' checker is Debian's promtool; "another host"
+# is a network namespace made with iproute2's ip (tests/netns.py).
 CHROMIUM := /usr/bin/chromium
+IP := /usr/sbin/ip
 WRK := /usr/bin/wrk
 PROMETHEUS := /usr/bin/promtool
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -41,8 +43,10 @@ $(WRK):
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk
 $(PROMETHEUS):
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus
+$(IP):
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2
 
-test: $(VENV)/.dev $(CHROMIUM) $(WRK) $(PROMETHEUS)
+test: $(VENV)/.dev $(CHROMIUM) $(WRK) $(PROMETHEUS) $(IP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.dev

@@ -3,7 +3,8 @@
 protocol registers the same names (the tests import kserve).
 
     python -m tests.grpc_client ADDRESS TOKEN IMAGE...   → one JSON object on stdout
-    python -m tests.grpc_client lifecycle ADDRESS OUTSIDE VERSION   (OUTSIDE: the same server, not on loopback)
+    python -m tests.grpc_client lifecycle ADDRESS VERSION
+    python -m tests.grpc_client outsider ADDRESS VERSION   (run from another host: a load's refusal)
     python -m tests.grpc_client deadline   → the servicer in this process, over a model slower than any deadline
 """
 
@@ -169,15 +170,18 @@ def change(stub, action: str, version: str, **flags: bool) -> None:
     getattr(stub, f"RepositoryModel{action.capitalize()}")(request, timeout=120)
 
 
-def lifecycle(address: str, outside: str, version: str) -> dict:
+def outsider(address: str, version: str) -> list[str]:
+    stub = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(address))
+    return refusal(lambda: change(stub, "load", version, default=False))
+
+
+def lifecycle(address: str, version: str) -> dict:
     """Load ``version`` beside the default, use it by version, unload it; the refusals on the way."""
     stub, client = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(address)), triton.InferenceServerClient(address)
-    outsider = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(outside))
-    found = {"from_another_host": refusal(lambda: change(outsider, "load", version, default=False))}
     change(stub, "load", version, default=False)
     pixels = triton.InferInput("pixels", [1, 64, 64, 3], "UINT8")
     pixels.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.uint8))
-    found |= {
+    found = {
         "index": [[m["name"], m["version"]] for m in client.get_model_repository_index(as_json=True)["models"]],
         "versions": client.get_model_metadata(MODEL, as_json=True)["versions"],
         "version_ready": client.is_model_ready(MODEL, version),
@@ -192,6 +196,8 @@ def lifecycle(address: str, outside: str, version: str) -> dict:
 
 if __name__ == "__main__" and sys.argv[1] == "lifecycle":
     print(json.dumps(lifecycle(*sys.argv[2:])))
+elif __name__ == "__main__" and sys.argv[1] == "outsider":
+    print(json.dumps(outsider(*sys.argv[2:])))
 elif __name__ == "__main__" and sys.argv[1] == "deadline":
     print(json.dumps(asyncio.run(deadline())))
 elif __name__ == "__main__":

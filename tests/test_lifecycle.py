@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import tritonclient.http as triton
 
 from loadtest import wrk
 from tests.conftest import ROOT
+from tests.netns import another_host
 from tests.server import DEFAULT, serve
 
 pytestmark = pytest.mark.xdist_group("lifecycle")
@@ -137,33 +137,40 @@ def test_a_broken_model_fails_its_call_with_the_reason_and_changes_nothing(worke
     assert index(workers2) == before
 
 
-def own_address() -> str:
-    """This machine's address on a network interface (not loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # no packet is sent: the route picks the interface
-        address = s.getsockname()[0]
-    assert not address.startswith("127."), "a network interface is needed to call from beyond loopback"
-    return address
+OUTSIDER = """
+import httpx, json, sys
+url, name, version = sys.argv[1:]
+load = httpx.post(f"{url}/v2/repository/models/{name}/load", json={"parameters": {"version": version}}, timeout=60)
+index = httpx.post(f"{url}/v2/repository/index", timeout=60)
+print(json.dumps({"load": [load.status_code, load.json()], "index": index.status_code}))
+"""
 
 
 def test_changes_from_another_host_need_a_token(workers2, versions) -> None:
+    """From a network namespace (tests/netns.py), as another host: a load is refused, the index is open."""
     _, v = versions
-    outside = workers2.replace("127.0.0.1", own_address())
-    refused = change(outside, "load", version=v["v2"])
-    assert refused.status_code == 403 and "RESNET_API_TOKEN" in refused.json()["error"]
-    assert httpx.post(f"{outside}/v2/repository/index").status_code == 200, "reading the index is open"
+    with another_host() as other:
+        run = other.python("-c", OUTSIDER, workers2.replace("127.0.0.1", other.host_address), NAME, v["v2"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout)
+    assert found["load"][0] == 403 and "RESNET_API_TOKEN" in found["load"][1]["error"]
+    assert found["index"] == 200, "reading the index is open"
     assert index(workers2) == [(NAME, v["v1"]), (f"{NAME}-image", v["v1"])]
 
 
 def test_grpc_loads_serves_and_unloads_a_version(workers2, versions) -> None:
-    """The same calls over gRPC (tritonclient.grpc and the bare stubs, in a child process: see tests/grpc_client.py)."""
+    """The same calls over gRPC (tritonclient.grpc and the bare stubs, in a child process: see tests/grpc_client.py),
+    and a load from another host (a network namespace) refused."""
     _, v = versions
-    outside = workers2.grpc.replace("127.0.0.1", own_address())
-    cmd = [sys.executable, "-m", "tests.grpc_client", "lifecycle", workers2.grpc, outside, v["v2"]]
+    with another_host() as other:
+        outside = workers2.grpc.replace("127.0.0.1", other.host_address)
+        refused = other.python("-m", "tests.grpc_client", "outsider", outside, v["v2"])
+    assert refused.returncode == 0, refused.stderr[-3000:]
+    assert json.loads(refused.stdout)[0] == "StatusCode.PERMISSION_DENIED"
+    cmd = [sys.executable, "-m", "tests.grpc_client", "lifecycle", workers2.grpc, v["v2"]]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     found = json.loads(run.stdout)
-    assert found["from_another_host"][0] == "StatusCode.PERMISSION_DENIED"
     assert [NAME, v["v2"]] in found["index"] and found["versions"] == [v["v1"], v["v2"]] and found["version_ready"]
     assert (found["answered_by"], found["default_answered_by"]) == (v["v2"], v["v1"])
     assert found["after"] == [v["v1"]]
