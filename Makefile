@@ -7,7 +7,7 @@ PORT ?= 3000
 DEFAULT_MODEL := default_model/shapes-resnet10
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint format train-default export-default loadtest bench gpu-check gpu-kit container-test clean
+.PHONY: serve test test-fast lint format train-default export-default loadtest bench gpu-check gpu-kit container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,10 @@ $(IP):
 
 test: $(VENV)/.dev $(CHROMIUM) $(WRK) $(PROMETHEUS) $(IP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The inner loop: every test that starts no server, container, browser or other process and exports no model (~1 min).
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
-"""Shared paths and fixtures."""
+"""Shared paths and fixtures, and the fast tier's rule: a test that starts a process is marked ``slow``."""
 
 import shutil
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 IMAGES = SHARED / "images"
 REFERENCE = SHARED / "reference"
+RUNNING = {"slow": True}  # whether the test being set up, run or torn down is marked slow
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    RUNNING["slow"] = item.get_closest_marker("slow") is not None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_tests_start_no_process():
+    """Servers, containers, browsers and child processes belong to the ``slow`` tier (its fixtures too): a test
+    outside it that starts one fails here, so ``make test-fast`` stays fast."""
+    start = subprocess.Popen.__init__
+
+    def guarded(self, *args, **kwargs) -> None:
+        if not RUNNING["slow"]:
+            raise AssertionError(f"a test outside the slow tier starts a process ({args[0]!r}): mark it slow")
+        start(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = guarded
+    yield
+    subprocess.Popen.__init__ = start
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from loadtest.server import serve as serve_target
 from tests.conftest import ROOT
 from tests.server import DEFAULT, import_models
 
-pytestmark = pytest.mark.xdist_group("bento")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bento")]
 MODELS = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
 
 

@@ -15,6 +15,8 @@ from bentoml.exceptions import BentoMLException
 from tests.conftest import ROOT
 from tests.server import DEFAULT, import_models, serve
 
+pytestmark = pytest.mark.slow
+
 STAR = ROOT / "docs" / "star.png"
 TOKEN = "client-test-token"
 ORIGIN = "https://demo.example"

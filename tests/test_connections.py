@@ -14,7 +14,7 @@ from PIL import Image
 from loadtest.server import serve as serve_command
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("slow")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slow")]
 STAR = (DEFAULT.parents[1] / "docs" / "star.png").read_bytes()
 HEADER_TIMEOUT_S = 2
 

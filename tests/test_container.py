@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.xdist_group("container")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("container")]
 
 
 def test_container_images_build_run_and_classify() -> None:

@@ -108,6 +108,7 @@ def test_onnx_accuracy_int8_agreement_and_cam(test_set, onnx_models) -> None:
     assert np.mean(hits) >= 0.9, f"CAM peak inside the box on {np.mean(hits):.1%} of images"
 
 
+@pytest.mark.slow
 def test_shipped_onnx_equals_a_fresh_export(tmp_path, onnx_models) -> None:
     meta = onnx_models["shapes-resnet10"].meta
     spec = ExportSpec(

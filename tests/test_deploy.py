@@ -81,6 +81,7 @@ def test_engine_scales_on_its_queue() -> None:
     assert front_metric["resource"]["name"] == "cpu", "fronts scale on decoding, i.e. CPU"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/base.Dockerfile"])
 def test_dockerfile_is_hadolint_clean(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))

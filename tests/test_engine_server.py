@@ -27,7 +27,7 @@ from tests.conftest import ROOT, split_servers
 from tests.server import DEFAULT
 from tests.test_wire import probe_every_socket
 
-pytestmark = pytest.mark.xdist_group("engine")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("engine")]
 STAR = (ROOT / "docs" / "star.png").read_bytes()
 
 

@@ -36,6 +36,7 @@ def _small_shapes(name: str) -> list[tuple[int, int, int]]:
 DEEP_TOLERANCE = {"preact_resnet1001": 1e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_variant_exports_with_parity(name: str, tmp_path) -> None:
     tolerance = DEEP_TOLERANCE.get(name, TOLERANCE["fp32"])
@@ -87,6 +88,7 @@ def photo_folder(folder: Path, per_photo: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path) -> None:
     home, out = tmp_path / "home", tmp_path / "out"
     labels = tmp_path / "labels.txt"
@@ -152,6 +154,7 @@ def test_cli_end_to_end(tmp_path) -> None:
     assert logits.shape == (2, 4) and np.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -> None:
     (folder,) = run(
         ExportSpec(
@@ -169,6 +172,7 @@ def test_a_1000_class_model_gets_imagenet_labels_from_the_repository(tmp_path) -
     assert meta.speed is None, "one precision: nothing to compare"
 
 
+@pytest.mark.slow
 def test_cli_help_documents_every_option() -> None:
     proc = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
     for option in (
@@ -188,6 +192,7 @@ def test_cli_help_documents_every_option() -> None:
         assert option in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_ad_hoc_architecture(tmp_path) -> None:
     proc = cli(
         "--arch",
@@ -205,6 +210,9 @@ def test_cli_ad_hoc_architecture(tmp_path) -> None:
         "3",
         "--name",
         "adhoc",
+        "--precision",  # the architecture is what is tested here: int8 and the runtime record are, end to end, above
+        "fp32",
+        "--no-runtimes",
         "--output",
         str(tmp_path / "out"),
         home=tmp_path / "home",
@@ -216,6 +224,7 @@ def test_cli_ad_hoc_architecture(tmp_path) -> None:
     assert NO_REFERENCE in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -241,6 +250,7 @@ def test_mismatched_weights_are_refused(tmp_path) -> None:
     assert info.value.code == 3
 
 
+@pytest.mark.slow
 def test_store_import_is_keyed_by_every_file_so_new_metadata_is_a_new_entry(tmp_path) -> None:
     folder, home = tmp_path / "m", tmp_path / "home"
     shutil.copytree(ROOT / "default_model" / "shapes-resnet10", folder)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 EXAMPLES = 30  # per operation; bounded for CI
 
 

@@ -13,7 +13,7 @@ import tritonclient.http as triton_http
 from tests.conftest import IMAGES, ROOT
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("grpc")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grpc")]
 TOKEN, MODEL = "grpc-test-token", "shapes-resnet10"
 FILES = [ROOT / "docs" / "star.png", IMAGES / "chelsea.png", IMAGES / "horse.png"]  # three sizes, two policies' worth
 

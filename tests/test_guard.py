@@ -50,6 +50,7 @@ def test_token_required_except_for_health() -> None:
         assert call(guarded, "GET", path).status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("server")
 def test_server_refuses_a_large_body_before_reading_it(url) -> None:
     big = os.urandom(5 * 2**20)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.conftest import IMAGES
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
 
 def enc(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("internal")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("internal")]
 
 
 def failing_copy(folder) -> None:

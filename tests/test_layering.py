@@ -101,6 +101,7 @@ def test_only_the_front_imports_its_guard(part: str) -> None:
     assert not [str(f.relative_to(ROOT)) for f in modules if "http.guard" in service_modules(f)]
 
 
+@pytest.mark.slow
 def test_a_front_with_a_remote_engine_never_imports_a_runtime() -> None:
     runtimes = "('onnxruntime', 'openvino')"
     code = f"import sys, service.service; print(sorted(m for m in sys.modules if m.startswith({runtimes})))"

@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 from tests.netns import another_host
 from tests.server import DEFAULT, serve
 
-pytestmark = pytest.mark.xdist_group("lifecycle")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lifecycle")]
 NAME, STAR = "shapes-resnet10", ROOT / "docs" / "star.png"
 INT8 = DEFAULT.with_name("shapes-resnet10-int8")
 

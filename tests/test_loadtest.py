@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.server import free_port
 
-pytestmark = pytest.mark.xdist_group("loadtest")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loadtest")]
 
 
 def test_loadtest_smoke(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("overload")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("overload")]
 
 LIMIT, BUDGET_MS, CLIENTS, SECONDS = 8, 100, 48, 6
 

@@ -11,7 +11,7 @@ import pytest
 from loadtest.soak import service_processes
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("recovery")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("recovery")]
 
 
 def worker_pids(home) -> set[int]:

@@ -90,6 +90,7 @@ def measured(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_the_export_records_what_this_cpu_runs_and_auto_reads_it(measured):
     meta = catalog.read("m", measured).meta
     assert [r.name for r in meta.runtimes] == (["openvino-bf16", "openvino-f32"] if BF16 else ["openvino-f32"])
@@ -121,6 +122,7 @@ def test_openvino_answers_as_onnxruntime_does_at_its_precision(name):
         assert np.abs(got["logits"] - want["logits"]).max() / scale < limit
 
 
+@pytest.mark.slow
 def test_served_on_the_runtime_auto_chose_from_the_record(measured, tmp_path):
     """End to end: the engine loads the record's choice, says so in /models, and classifies a photo alike."""
     chosen, _ = choose(catalog.read("m", measured).meta, "auto")

@@ -13,7 +13,7 @@ from PIL import Image
 from models.shapes import CLASSES, sample, sample_in_band
 from tests.conftest import IMAGES
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
 
 def png(img: Image.Image) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("slow")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slow")]
 SLOW, DEADLINE_S, LIMIT = 200, 6, 8
 
 

@@ -6,7 +6,7 @@ from loadtest.soak import mixed_requests, soak
 from tests.conftest import IMAGES
 from tests.server import DEFAULT, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("soak")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("soak")]
 
 
 def test_soak_zero_errors_and_flat_memory(tmp_path) -> None:

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.server import DEFAULT, import_models
 
+pytestmark = pytest.mark.slow
+
 
 def check(home, models: str, **settings: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(home), "RESNET_MODELS": models, "RESNET_GRPC_PORT": "0", **settings}

@@ -26,7 +26,7 @@ from models.shapes import sample
 from tests.conftest import IMAGES, ROOT
 from tests.server import DEFAULT, free_port, import_models, serve
 
-pytestmark = pytest.mark.xdist_group("telemetry")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("telemetry")]
 MODEL, RULES = "shapes-resnet10", ROOT / "deploy" / "prometheus" / "rules.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 

@@ -41,6 +41,7 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path) -> None:
     assert usable_cpus(unlimited) == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow
 def test_affinity_not_the_node_counts() -> None:
     code = "import os; os.sched_setaffinity(0, {0}); from contract.threads import usable_cpus; print(usable_cpus())"
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -61,6 +62,7 @@ def plans(log: Path) -> list[dict]:
     return [json.loads(line.split(PLAN_LOGGED, 1)[1]) for line in log.read_text().splitlines() if PLAN_LOGGED in line]
 
 
+@pytest.mark.slow
 def test_plan_in_force_in_a_worker_pinned_to_one_cpu(tmp_path) -> None:
     """A real worker started on one CPU of a bigger machine: one runtime thread, BLAS and OpenMP at one, as
     threadpoolctl saw them inside that worker; and it answers."""
@@ -78,6 +80,7 @@ def test_plan_in_force_in_a_worker_pinned_to_one_cpu(tmp_path) -> None:
     assert all(p["num_threads"] == 1 for p in plan["pools"]), plan["pools"]
 
 
+@pytest.mark.slow
 def test_plan_in_force_in_the_engine_and_its_front(split) -> None:
     [engine] = plans(split["engine_log"])
     assert (engine["role"], engine["runtime"]) == ("engine", usable_cpus())

@@ -17,7 +17,7 @@ from tests.server import DEFAULT, import_models, serve
 from tests.test_engine_server import not_ready, ready
 from tests.test_wire import probe_every_socket
 
-pytestmark = pytest.mark.xdist_group("topology")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("topology")]
 STAR = (ROOT / "docs" / "star.png").read_bytes()
 MODELS = "shapes-resnet10:latest,shapes-resnet10-int8:latest"
 

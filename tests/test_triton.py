@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 import tritonclient
 from google.protobuf import text_format
 
 from tests.conftest import ROOT
 from tests.server import DEFAULT
+
+pytestmark = pytest.mark.slow
 
 
 def triton_schema():

@@ -4,9 +4,12 @@ would be emptied by the second start, and the first server's counters would vani
 import re
 
 import httpx
+import pytest
 
 from tests.conftest import IMAGES
 from tests.server import DEFAULT, import_models, serve
+
+pytestmark = pytest.mark.slow
 
 PHOTO = ("chelsea.png", (IMAGES / "chelsea.png").read_bytes())
 

@@ -8,7 +8,7 @@ import pytest
 from models.shapes import sample
 from tests.conftest import IMAGES, ROOT
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 FLAGS = [
     "--headless",
     "--no-sandbox",

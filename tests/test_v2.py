@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 from models.shapes import CLASSES, sample
 from tests.conftest import IMAGES, ROOT
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 STAR = (ROOT / "docs" / "star.png").read_bytes()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from loadtest.cpu import tree
 
-pytestmark = pytest.mark.xdist_group("server")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 CONTENT_TYPES = [
     None,
     "application/vnd.bentoml+pickle",

@@ -1,8 +1,12 @@
 """The compiled load generator against a real server: figures come back, and failures are counted."""
 
+import pytest
+
 from loadtest import wrk
 from tests.conftest import IMAGES
 from tests.server import DEFAULT, import_models, serve
+
+pytestmark = pytest.mark.slow
 
 PHOTOS = [IMAGES / "chelsea.png", IMAGES / "coffee.png", DEFAULT.parents[1] / "docs" / "star.png"]
 
