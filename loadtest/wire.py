@@ -20,16 +20,16 @@ from .server import serve
 MODEL = DEFAULT.name
 
 
-def _requests(module, photo: bytes) -> list[tuple[str, str, list]]:
+def requests_for(module, photo: bytes, model: str = MODEL) -> list[tuple[str, str, list]]:
     """(what, model, inputs) in one client library's types: an encoded photo, and the pixels of one image."""
     image = module.InferInput("images", [1], "BYTES")
     image.set_data_from_numpy(np.array([photo], dtype=object))
     pixels = module.InferInput("pixels", [1, 112, 160, 3], "UINT8")
     pixels.set_data_from_numpy(np.random.default_rng(0).integers(0, 256, (1, 112, 160, 3), dtype=np.uint8))
-    return [("image model, one JPEG", f"{MODEL}-image", [image]), ("tensor model, 112×160 pixels", MODEL, [pixels])]
+    return [("image model, one JPEG", f"{model}-image", [image]), ("tensor model, 112×160 pixels", model, [pixels])]
 
 
-def _cpu_ms(pids: list[int], call: Callable[[], object], count: int) -> float:
+def cpu_ms(pids: list[int], call: Callable[[], object], count: int) -> float:
     before = cpu_seconds(pids)
     for _ in range(count):
         call()
@@ -48,13 +48,13 @@ def measure(out: Path, photo: bytes, count: int = 400, rounds: int = 5) -> dict:
         }
         pids, samples = tree(url.pid), {}
         for module, client in clients.values():
-            for _, model, inputs in _requests(module, photo):
+            for _, model, inputs in requests_for(module, photo):
                 for _ in range(50):  # warm
                     client.infer(model, inputs)
         for _ in range(rounds):
             for wire, (module, client) in clients.items():
-                for what, model, inputs in _requests(module, photo):
-                    cost = _cpu_ms(pids, lambda m=model, i=inputs, c=client: c.infer(m, i), count)
+                for what, model, inputs in requests_for(module, photo):
+                    cost = cpu_ms(pids, lambda m=model, i=inputs, c=client: c.infer(m, i), count)
                     samples.setdefault(what, {}).setdefault(wire, []).append(cost)
     return {what: {wire: statistics.median(v) for wire, v in row.items()} for what, row in samples.items()}
 
