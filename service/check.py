@@ -5,10 +5,10 @@
 It checks every model the service will load: RESNET_MODELS, or the desired set kept in RESNET_STATE_DIR when one is
 set. A missing model, an unreadable ONNX file, metadata that contradicts the graph, an unknown RESNET_RUNTIME, CUDA
 asked for with RESNET_REQUIRE_GPU=1 but not usable, a CUDA engine in every one of several front workers, a
-RESNET_STATE_DIR that cannot be written, or a RESNET_GRPC_PORT another process holds ends here with a clear message
-and exit status 1; inside `bentoml serve` the worker would only be restarted again and again.
-A front with a remote engine (RESNET_ENGINE_URL) needs only each model's metadata and linear head,
-never its ONNX file.
+RESNET_STATE_DIR that cannot be written, an engine list (RESNET_ENGINE_URL) that does not parse, or a
+RESNET_GRPC_PORT another process holds ends here with a clear message and exit status 1; inside `bentoml serve` the
+worker would only be restarted again and again. A front with a remote engine (RESNET_ENGINE_URL) needs only each
+model's metadata and linear head, never its ONNX file.
 """
 
 import socket
@@ -16,6 +16,7 @@ import sys
 
 from . import catalog
 from .config import CUDA, Settings
+from .engine import addresses
 from .repository import Repository
 
 
@@ -53,6 +54,11 @@ def bind(port: int) -> None:
 
 def main() -> int:
     settings = Settings()
+    try:
+        addresses.parse(settings.engine_url)
+    except addresses.BadAddress as exc:
+        print(f"error: RESNET_ENGINE_URL cannot be used: {exc}", file=sys.stderr)
+        return 1
     if settings.grpc_port:
         try:
             bind(settings.grpc_port)

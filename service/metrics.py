@@ -84,3 +84,26 @@ IN_FLIGHT = bentoml.metrics.Gauge(
     documentation="Model calls running",
     multiprocess_mode="livesum",
 )
+
+# A front's engines (engine/member.py), each labelled host:port (or its socket), as this front's workers see them.
+ENGINE_CALLS = bentoml.metrics.Counter(
+    name="resnet_engine_calls",
+    documentation="Calls sent to each engine",
+    labelnames=["engine"],
+)
+ENGINE_FAILURES = bentoml.metrics.Counter(
+    name="resnet_engine_failures",
+    documentation="Calls to each engine that failed before it answered, or that it refused as busy",
+    labelnames=["engine"],
+)
+ENGINE_EJECTIONS = bentoml.metrics.Counter(
+    name="resnet_engine_ejections",
+    documentation="Times each engine was judged down (refused, silent for two heartbeats, or its connection lost)",
+    labelnames=["engine"],
+)
+ENGINE_UP = bentoml.metrics.Gauge(
+    name="resnet_engine_up",
+    documentation="1 while the heartbeat judges the engine up (the lowest over this front's workers)",
+    labelnames=["engine"],
+    multiprocess_mode="livemin",
+)

@@ -72,6 +72,9 @@ class Classifier:
         answers that each model is ready."""
         return await self.worker.engine.ready()
 
+    def __metrics__(self, text: str) -> str:
+        return self.worker.metrics(text)
+
     @bentoml.on_shutdown
     async def close(self) -> None:
         await self.worker.close()

@@ -11,6 +11,7 @@ from . import catalog
 from .classifier.front import Front
 from .classifier.image_model import ImageModel
 from .config import Settings
+from .engine import addresses
 from .engine.interface import Engine
 from .engine.remote import RemoteEngine
 from .engine.tensor_model import TensorModel
@@ -27,7 +28,8 @@ def make_engine(settings: Settings, tags: tuple[str, ...], url: str, threads: in
     """The client of the engine at ``url``; else the engine in this process, on ``threads`` runtime threads."""
     if url:
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
-        return RemoteEngine(url, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
+        urls = addresses.parse(url)
+        return RemoteEngine(urls, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
     return LocalEngine(settings, threads, tags=tags)
@@ -95,6 +97,10 @@ class Worker:
             self.grpc = await grpc_server.start(
                 self.router, s.grpc_port, s.api_token, s.timeout_s, s.max_body_bytes, s.max_concurrency
             )
+
+    def metrics(self, text: str) -> str:
+        """/metrics as this worker serves it: without the series of engines gone for a while."""
+        return self.engine.keep_series(text) if isinstance(self.engine, RemoteEngine) else text
 
     async def close(self) -> None:
         if self.watching is not None:

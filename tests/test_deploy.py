@@ -54,6 +54,7 @@ def test_manifests_fit_together() -> None:
     engine_service = r[("Service", "resnet-engine")]
     assert engine_service["spec"]["selector"].items() <= pods["engine"][0]["metadata"]["labels"].items()
     port = engine_service["spec"]["ports"][0]["port"]
+    assert engine_service["spec"]["clusterIP"] == "None", "headless: the fronts reach every engine pod, not one"
     assert env["front"]["RESNET_ENGINE_URL"]["value"] == f"http://resnet-engine:{port}", "the front finds the engine"
     policy = r[("NetworkPolicy", "resnet-engine")]["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pods["engine"][0]["metadata"]["labels"].items()

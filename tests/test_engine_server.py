@@ -12,6 +12,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import httpx
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 from loadtest.server import serve as serve_command
 from service import catalog
 from service.engine.interface import OUTPUTS, Item
+from service.engine.member import Member
 from service.engine.remote import RemoteEngine
 from service.engine.sessions import Sessions
 from tests.conftest import ROOT, split_servers
@@ -164,7 +166,7 @@ def test_concurrent_callers_share_engine_requests_and_get_their_own_answers(spli
     images = pixels(16, 112, 144, seed=3)
 
     async def main() -> tuple[list, int]:
-        engine = CountingEngine(split["engine"], split["token"], 30, ["shapes-resnet10"], max_batch_size=32)
+        engine = CountingEngine((split["engine"],), split["token"], 30, ("shapes-resnet10",), max_batch_size=32)
         try:
             calls = [engine.infer([Item("shapes-resnet10", image, ("logits", "embedding"))]) for image in images]
             return await asyncio.gather(*calls), engine.sent
@@ -266,20 +268,26 @@ def test_a_late_heartbeat_keeps_the_verdict_until_two_in_a_row_and_a_refused_one
     async def main() -> None:
         held = []
         silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)  # accepts, never answers
-        engine = RemoteEngine(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "", 30, ["m"])
+        engine = Member(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "", aiohttp.ClientTimeout(30))
         try:
-            engine.up = True
-            assert [await engine._alive() for _ in range(2)] == [True, False]
-            engine.up, engine.misses = False, 0
-            assert await engine._alive() is False, "a late answer does not bring a down engine back"
+            engine.verdict(True)
+            verdicts = []
+            for _ in range(2):
+                await engine.beat()
+                verdicts.append(engine.up)
+            assert verdicts == [True, False] and engine.down.is_set()
+            engine.misses = 0
+            await engine.beat()
+            assert engine.up is False, "a late answer does not bring a down engine back"
         finally:
             await engine.close()
             silent.close()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            closed = RemoteEngine(f"http://127.0.0.1:{s.getsockname()[1]}", "", 30, ["m"])  # bound, not listening
-            closed.up = True
-            assert await closed._alive() is False
+            closed = Member(f"http://127.0.0.1:{s.getsockname()[1]}", "", aiohttp.ClientTimeout(30))  # not listening
+            closed.verdict(True)
+            await closed.beat()
+            assert closed.up is False
             await closed.close()
 
     asyncio.run(main())

@@ -4,7 +4,6 @@ and nothing else changed, and the desired set kept when a front worker or the en
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,35 +20,10 @@ import tritonclient.http as triton
 from loadtest import wrk
 from tests.conftest import ROOT
 from tests.netns import another_host
-from tests.server import DEFAULT, serve
+from tests.server import DEFAULT, INT8, serve, stored, variant
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lifecycle")]
 NAME, STAR = "shapes-resnet10", ROOT / "docs" / "star.png"
-INT8 = DEFAULT.with_name("shapes-resnet10-int8")
-
-
-def stored(home: Path, folder: Path) -> str:
-    """The version the model store gives ``folder``."""
-    env = {**os.environ, "BENTOML_HOME": str(home)}
-    run = subprocess.run(
-        [sys.executable, "-m", "export.store", str(folder)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        text=True,
-        capture_output=True,
-    )
-    return run.stdout.strip().rsplit(":", 1)[1]
-
-
-def variant(folder: Path, to: Path, onnx: bytes | None = None, **meta) -> Path:
-    """A copy of an export renamed to NAME (a second version of it), with its graph or metadata changed."""
-    shutil.copytree(folder, to)
-    data = json.loads((to / "model.json").read_text()) | {"name": NAME} | meta
-    (to / "model.json").write_text(json.dumps(data))
-    if onnx is not None:
-        (to / "model.onnx").write_bytes(onnx)
-    return to
 
 
 @pytest.fixture(scope="module")

@@ -1,124 +1,206 @@
-"""The front's client for an engine elsewhere: the Open Inference Protocol with binary tensors, over HTTP.
+"""The front's client for engines elsewhere: the Open Inference Protocol with binary tensors, over HTTP, to one
+engine or a fleet of them (RESNET_ENGINE_URL, a comma-separated list; a host name means each of its addresses).
 
-Anything that speaks the protocol can be the engine: ``python -m service.engine.server``, or Triton
-serving the same ONNX (``pixels`` in; ``logits``, ``embedding``, ``features`` out). An engine at its
-limit, restarting or gone is EngineUnavailable (503 with Retry-After at the front), never a 500. A
-heartbeat on the protocol's health route keeps the verdict current: while the engine is down every
-request is refused at once, and readiness says so, instead of waiting on a socket nobody accepts on.
+Anything that speaks the protocol can be an engine: ``python -m service.engine.server``, or Triton serving the
+same ONNX. Each front worker keeps a heartbeat verdict per engine and sends each call to the engine with the
+fewest images in flight from it. A call whose engine failed before answering (refused, reset, 502/504, or judged
+down while the call waited) goes once more to another engine within the call's deadline; a busy answer
+(429/503) goes elsewhere only where another engine has room; retries are capped at about 10 % of calls, as
+gRPC's retry throttling caps them. What cannot be answered is EngineUnavailable (503 with Retry-After at the
+front), never a 500.
 """
 
 import asyncio
 import contextlib
 import json
+import logging
+import random
+import time
 
 import aiohttp
 import numpy as np
 
 from ..errors import ApiError, EngineUnavailable
 from ..protocol import codec
-from ..protocol.paths import READY, change_path, model_path
+from ..protocol.paths import change_path, model_path
+from . import addresses
 from .batcher import Batcher
 from .interface import Item, Result, group
+from .member import PROBE, Member
 
-BUSY = (429, 502, 503, 504)  # the engine (or a proxy before it) cannot take the call now
-PROBE = aiohttp.ClientTimeout(total=1)  # a heartbeat answered later than this is a miss
-MISSES = 2  # misses in a row: an engine that silent is down (hung or stopped); a busy one misses one now and then
-HEARTBEAT_S = 0.5
+log = logging.getLogger("resnet.front")
+
+BUSY, BROKEN = (429, 503), (502, 504)  # at its limit; lost by a proxy before it
+HEARTBEAT_S, RESOLVE_S, GONE_S = 0.5, 5.0, 60.0  # GONE_S: an engine gone this long leaves /metrics
+FULL_S = 1.0  # after a 429/503, no retry is sent to that engine for this long
 CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
+RETRY_TOKENS, RETRY_RATIO = 10.0, 0.1  # gRPC's retry throttling: a retry spends a token, a call earns 0.1
+
+
+class Failed(Exception):
+    """The call failed before its engine answered: another engine may take it."""
 
 
 class RemoteEngine:
-    """``infer`` merges the items of concurrent callers, as the engine does, into a few calls in flight, each
-    sending one request per (model, shape, outputs) group at once.
-
-    ``url`` is ``http://host:port`` or ``unix:///path/to.sock`` (the engine BentoML runs beside the fronts).
-    """
+    """``infer`` merges the items of concurrent callers into a few calls in flight, each sending one request per
+    (model, shape, outputs) group, each request to the least busy engine that serves."""
 
     def __init__(
-        self, url: str, token: str, timeout_s: float, models: tuple[str, ...], max_batch_size: int = 32
+        self, urls: tuple[str, ...], token: str, timeout_s: float, models: tuple[str, ...], max_batch_size: int = 32
     ) -> None:
-        self.models, self.timeout = models, aiohttp.ClientTimeout(total=timeout_s)  # store tags, name:version
+        self.urls, self.token, self.models = urls, token, models  # store tags, name:version
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.batcher = Batcher(self._send, max_batch_size, timeout_s, CALLS_IN_FLIGHT)
-        self.socket = url.removeprefix("unix://") if url.startswith("unix://") else None
-        self.url = "http://engine" if self.socket else url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._session: aiohttp.ClientSession | None = None
-        self.up: bool | None = None  # the last health verdict; None before the first
-        self.misses = 0  # heartbeats in a row without an answer in time
-        self._heartbeat: asyncio.Task | None = None
-        self.versioned: bool | None = None  # whether the engine serves the store's versions (this project's does)
+        self.members: dict[str, Member] = {}
+        self.gone: dict[str, float] = {}  # engine key → when it left
+        self.tokens = RETRY_TOKENS
+        self._watching: asyncio.Task | None = None
+        self._started: asyncio.Future | None = None
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:  # made on first use, inside the server's event loop
-            connector = aiohttp.UnixConnector(path=self.socket) if self.socket else None
-            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers, connector=connector)
-        return self._session
+    async def _start(self) -> None:
+        """Engines found and judged once (in the server's event loop, on first use), then watched; every caller
+        meanwhile waits for that first verdict."""
+        if self._watching is None or self._watching.done():
+            self._started = asyncio.get_running_loop().create_future()
+            self._watching = asyncio.get_running_loop().create_task(self._watch())
+        await asyncio.shield(self._started)
 
-    async def _request(self, method: str, path: str, **kw) -> tuple[int, str | None, bytes]:
-        """(status, the inference header's length if given, body)."""
-        async with self.session.request(method, f"{self.url}{path}", **kw) as r:
-            return r.status, r.headers.get(codec.HEADER), await r.read()
-
-    async def _alive(self) -> bool:
+    async def _watch(self) -> None:
         try:
-            alive = (await self._request("GET", READY, timeout=PROBE))[0] == 200
-        except TimeoutError:
-            return self._late()
-        except aiohttp.ClientError:
-            alive = False
-        self.misses = 0
-        return alive
+            await self._resolve()
+            await self._beat()
+        except Exception as exc:
+            self._started.set_exception(exc)
+            raise
+        self._started.set_result(None)
+        resolved = time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                if time.monotonic() - resolved >= RESOLVE_S:
+                    await self._resolve()
+                    resolved = time.monotonic()
+                await self._beat()
+            except Exception:  # a verdict never frozen by one bad round
+                log.exception("front: watching the engines")
 
-    def _late(self) -> bool:
-        """A health question not answered in time: the verdict stands until MISSES in a row (a CPU-busy engine
-        answers late now and then; a hung or stopped one never does)."""
-        self.misses += 1
-        if self.misses >= MISSES:
-            self.up = False
-        return self.up is not False
+    async def _resolve(self) -> None:
+        """Members for the addresses the configured names have now: new ones join, vanished ones leave."""
+        loop = asyncio.get_running_loop()
+        found = [u for url in self.urls for u in await loop.run_in_executor(None, addresses.resolve, url)]
+        for url in found:
+            if url not in self.members:
+                self.members[url] = Member(url, self.token, self.timeout)
+        for url in set(self.members) - set(found):
+            member = self.members.pop(url)
+            member.verdict(False)
+            self.gone[member.key] = time.monotonic()
+            await member.close()
 
     async def _beat(self) -> None:
-        while True:
-            self.up = await self._alive()
-            await asyncio.sleep(HEARTBEAT_S)
+        """Every member's heartbeat; one that comes (back) up gets the front's models before it takes a call."""
+        members = list(self.members.values())
+        await asyncio.gather(*(m.beat() for m in members))
+        await asyncio.gather(*(self._sync(m) for m in members if m.up and not m.synced))
 
-    async def _is_up(self) -> bool:
-        """The heartbeat's verdict (started on first use, in the server's event loop); the first one awaited."""
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
-        if self.up is None:
-            self.up = await self._alive()
-        return self.up
-
-    async def _call(self, method: str, path: str, retry: bool = True, **kw) -> tuple[int, str | None, bytes]:
-        """A request to an engine that is up; EngineUnavailable at once while it is down."""
-        if not await self._is_up():
-            raise EngineUnavailable("the engine is restarting or unreachable")
+    async def _sync(self, member: Member) -> None:
+        """Load what the member lacks of the front's models (its default versions stay its own)."""
         try:
-            return await self._request(method, path, **kw)
-        except aiohttp.ServerDisconnectedError:
-            if retry and await self._alive():  # a pooled connection the engine had just closed: once more
-                return await self._call(method, path, False, **kw)
-            self.up = False
-            raise EngineUnavailable("the engine went away") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            self.up = False
-            raise EngineUnavailable(f"engine unreachable: {exc}") from None
-        except TimeoutError:
-            raise EngineUnavailable("engine did not answer in time") from None
+            for tag in self.models:
+                if not await self._serves(member, tag):
+                    await self._load(member, tag, default=False)
+        except ApiError as exc:  # EngineUnavailable too: tried again at the next heartbeat
+            log.warning("engine %s cannot take this front's models yet: %s", member.key, exc.detail)
+            return
+        member.synced = True
 
-    async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        if self._session is not None:
-            await self._session.close()
+    def _pick(self, tried: set[str], busy_ok: bool = True) -> Member | None:
+        """The serving member with the fewest images in flight from this worker, not yet tried (ties at random)."""
+        free = [m for m in self.members.values() if m.serving and m.url not in tried and (busy_ok or not m.full)]
+        return min(free, key=lambda m: (m.in_flight, random.random())) if free else None
+
+    def _earn(self) -> None:
+        """A call made: a tenth of a retry earned, up to the bucket's size."""
+        self.tokens = min(RETRY_TOKENS, round(self.tokens + RETRY_RATIO, 6))
+
+    def _may_retry(self) -> bool:
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    async def _attempt(self, member: Member, path: str, body: bytes, headers: dict, images: int) -> tuple:
+        """One request to ``member``, abandoned if the heartbeat ejects it meanwhile; Failed before an answer."""
+        member.in_flight += images
+        failed = True
+        try:
+            status, length, data = await self._unless_down(member, path, body, headers)
+            failed = status in BUSY + BROKEN
+        finally:
+            member.counted(images, failed)
+        if status in BUSY:
+            member.full_until = time.monotonic() + FULL_S
+        if status in BROKEN:
+            raise Failed(f"engine {member.key}: a proxy answered {status}")
+        return status, length, data
+
+    async def _unless_down(self, member: Member, path: str, body: bytes, headers: dict) -> tuple:
+        call = asyncio.ensure_future(self._post(member, path, body, headers))
+        ejected = asyncio.ensure_future(member.down.wait())
+        try:
+            await asyncio.wait({call, ejected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ejected.cancel()
+            if not call.done():
+                call.cancel()
+        if not call.done() or call.cancelled():
+            raise Failed(f"engine {member.key} judged down while the call waited")
+        return call.result()
+
+    async def _post(self, member: Member, path: str, body: bytes, headers: dict) -> tuple:
+        try:
+            try:
+                return await member.request("POST", path, data=body, headers=headers)
+            except aiohttp.ServerDisconnectedError:  # a pooled connection the engine had just closed: once more
+                return await member.request("POST", path, data=body, headers=headers)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            member.verdict(False)
+            raise Failed(f"engine {member.key} unreachable: {exc}") from None
 
     async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[Result]:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
         body, length = codec.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
         headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
-        status, length, data = await self._call("POST", f"{await self._path(model)}/infer", data=body, headers=headers)
+        self._earn()
+        tried: set[str] = set()
+        try:
+            async with asyncio.timeout(self.timeout.total):  # the call's own deadline, retry included
+                return await self._first_answer(model, body, headers, outputs, len(pixels), tried)
+        except TimeoutError:
+            raise EngineUnavailable("no engine answered in time") from None
+
+    async def _first_answer(
+        self, model: str, body: bytes, headers: dict, outputs: tuple[str, ...], n: int, tried: set[str]
+    ) -> list[Result]:
+        """Engine after engine (the least busy first) until one answers, within the retry budget."""
+        while True:
+            member = self._pick(tried, busy_ok=not tried)
+            if member is None:
+                raise EngineUnavailable("no engine is up" if not tried else "no other engine can take it")
+            tried.add(member.url)
+            try:
+                path = f"{await self._path(member, model)}/infer"
+                status, length, data = await self._attempt(member, path, body, headers, n)
+            except Failed as exc:
+                if not self._may_retry():
+                    raise EngineUnavailable(str(exc)) from None
+                continue
+            if status in BUSY and self._pick(tried, busy_ok=False) is not None and self._may_retry():
+                continue
+            return self._results(status, length, data, outputs, n)
+
+    @staticmethod
+    def _results(status: int, length: str | None, data: bytes, outputs: tuple[str, ...], n: int) -> list[Result]:
         if status in BUSY:
             raise EngineUnavailable(f"the engine answered {status}")
         if status != 200:
@@ -128,10 +210,11 @@ class RemoteEngine:
         except codec.ProtocolError as exc:
             raise RuntimeError(f"the engine's answer is malformed: {exc.detail}") from None
         params = reply.get("parameters") or {}
-        ms, size = float(params.get("model_ms", 0.0)), int(params.get("batch_size", len(pixels)))
-        return [Result({o: tensors[o][i] for o in outputs}, ms, size) for i in range(len(pixels))]
+        ms, size = float(params.get("model_ms", 0.0)), int(params.get("batch_size", n))
+        return [Result({o: tensors[o][i] for o in outputs}, ms, size) for i in range(n)]
 
     async def infer(self, items: list[Item]) -> list[Result]:
+        await self._start()
         return await self.batcher.submit(items)
 
     async def _send(self, items: list[Item]) -> list[Result | BaseException]:
@@ -148,79 +231,103 @@ class RemoteEngine:
         return [by_item[i] for i in range(len(items))]
 
     async def ready(self) -> bool:
-        """Up by the heartbeat, and every model ready on the engine, asked with the token (a wrong token is not
-        ready); not answered in time is not ready, and a miss."""
-        if not await self._is_up():
-            return False
-        try:
-            paths = [await self._path(m) for m in self.models]
-        except EngineUnavailable:
-            return False
-        asked = [self._request("GET", f"{path}/ready", timeout=PROBE) for path in paths]
-        try:
-            statuses = [status for status, _, _ in await asyncio.gather(*asked)]
-        except TimeoutError:
-            self._late()
-            return False
-        except aiohttp.ClientError:
-            return False
-        self.misses = 0
-        return all(s == 200 for s in statuses)
+        """Ready while at least one engine is up, holds every model and says each is ready (asked with the token: a
+        wrong token is not ready)."""
+        await self._start()
+        for member in [m for m in self.members.values() if m.serving]:
+            if all([await self._serves(member, tag) for tag in self.models]):
+                return True
+        return False
 
     async def providers(self) -> dict[str, str]:
-        """Each model's execution provider, from its protocol metadata (``remote`` where the engine does not say)."""
+        """Each model's execution provider, from an engine's protocol metadata (``remote`` where it does not say)."""
+        await self._start()
+        member = self._pick(set())
         found = {}
         for tag in self.models:
-            try:
-                status, _, data = await self._call("GET", await self._path(tag))
-            except EngineUnavailable:
-                status, data = 0, b""
+            status, data = 0, b""
+            if member is not None:
+                with contextlib.suppress(EngineUnavailable):
+                    status, _, data = await self._call(member, "GET", await self._path(member, tag))
+            found[tag] = "engine unreachable"
             if status == 200:
                 found[tag] = (json.loads(data).get("parameters") or {}).get("provider", "remote")
-            else:
-                found[tag] = "engine unreachable"
         return found
 
-    async def load(self, tag: str, default: bool) -> None:
-        """The engine's repository API loads ``tag`` (warm when it answers), or says why it cannot."""
+    async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        for member in self.members.values():
+            await member.close()
+
+    async def _call(self, member: Member, method: str, path: str, **kw) -> tuple[int, str | None, bytes]:
+        """A request to one member; EngineUnavailable when it cannot be made or answered in time."""
+        try:
+            return await member.request(method, path, **kw)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineUnavailable(f"engine {member.key}: {exc or 'no answer in time'}") from None
+
+    async def _load(self, member: Member, tag: str, default: bool) -> None:
         name, _, version = tag.partition(":")
         body = {"parameters": {"version": version, "default": default}}
-        status, _, data = await self._call("POST", change_path(name, "load"), json=body)
+        status, _, data = await self._call(member, "POST", change_path(name, "load"), json=body)
         if status in BUSY:
-            raise EngineUnavailable(f"the engine answered {status}")
+            raise EngineUnavailable(f"engine {member.key} answered {status}")
         if status != 200:
             raise ApiError(400, "load_failed", _error(data))
 
+    async def load(self, tag: str, default: bool) -> None:
+        """Every engine that is up loads ``tag`` (warm when it answers), or the reason one cannot."""
+        await self._start()
+        up = [m for m in self.members.values() if m.up]
+        if not up:
+            raise EngineUnavailable("no engine is up")
+        await asyncio.gather(*(self._load(m, tag, default) for m in up))
+
     async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
-        """Wait (up to the request timeout) until the engine serves every new tag; tell it to unload those dropped
-        (an engine beside the fronts has read the same desired set and answers 404). The tags served."""
+        """Wait (up to the request timeout) until every engine that is up serves each new tag; tell them to unload
+        those dropped (an engine beside the fronts has read the same desired set and answers 404). The tags served."""
+        await self._start()
         deadline = asyncio.get_running_loop().time() + self.timeout.total
         waiting = [t for t in tags if t not in self.models]
         while waiting and asyncio.get_running_loop().time() < deadline:
-            waiting = [t for t in waiting if not await self._serves(t)]
+            up = [m for m in self.members.values() if m.up]
+            waiting = [t for t in waiting if not up or not all([await self._serves(m, t) for m in up])]
             await asyncio.sleep(0.1 if waiting else 0)
         for tag in set(self.models) - set(tags):
             name, _, version = tag.partition(":")
             body = {"parameters": {"version": version}}
-            with contextlib.suppress(EngineUnavailable):
-                await self._call("POST", change_path(name, "unload"), json=body)
+            for member in [m for m in self.members.values() if m.up]:
+                with contextlib.suppress(EngineUnavailable):
+                    await self._call(member, "POST", change_path(name, "unload"), json=body)
         self.models = tuple(t for t in tags if t not in waiting)
         return self.models
 
-    async def _serves(self, tag: str) -> bool:
+    async def _serves(self, member: Member, tag: str) -> bool:
         try:
-            return (await self._call("GET", f"{await self._path(tag)}/ready"))[0] == 200
+            path = await self._path(member, tag)
+            return (await self._call(member, "GET", f"{path}/ready", timeout=PROBE))[0] == 200
         except EngineUnavailable:
             return False
 
-    async def _path(self, tag: str) -> str:
+    async def _path(self, member: Member, tag: str) -> str:
         """The protocol's path of ``name:version``; of the name alone (its default version) on a name alone, or on
         another server than this project's engine (Triton numbers its versions itself)."""
-        if self.versioned is None:
-            status, _, data = await self._call("GET", "/v2")
-            self.versioned = status == 200 and json.loads(data).get("name", "").startswith("resnet-serve")
+        if member.versioned is None:
+            status, _, data = await self._call(member, "GET", "/v2")
+            member.versioned = status == 200 and json.loads(data).get("name", "").startswith("resnet-serve")
         name, _, version = tag.partition(":")
-        return model_path(name, version if self.versioned else None)
+        return model_path(name, version if member.versioned else None)
+
+    def keep_series(self, text: str) -> str:
+        """/metrics without the series of engines gone for more than GONE_S (prometheus_client's multiprocess mode
+        cannot remove a series, so they are left out here)."""
+        now = time.monotonic()
+        dropped = {k for k, left in self.gone.items() if now - left > GONE_S} - {m.key for m in self.members.values()}
+        if not dropped:
+            return text
+        marks = tuple(f'engine="{k}"' for k in dropped)
+        return "".join(line for line in text.splitlines(keepends=True) if not any(m in line for m in marks))
 
 
 def _error(data: bytes) -> str:

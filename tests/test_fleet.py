@@ -1,0 +1,202 @@
+"""Many engines behind a front: RESNET_ENGINE_URL's list, each call to the least busy engine, no answer lost when
+an engine dies or hangs under load, loads reaching every engine, per-engine figures in /metrics; and the parts
+(the address list, the retry budget) on their own."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+
+import httpx
+import psutil
+import pytest
+
+from loadtest import wrk
+from loadtest.server import serve as serve_command
+from service.engine import addresses
+from service.engine.remote import GONE_S, RETRY_TOKENS, RemoteEngine
+from tests.conftest import ROOT
+from tests.server import DEFAULT, INT8, import_models, serve, stored, variant
+
+pytestmark = pytest.mark.xdist_group("fleet")
+TOKEN, STAR = "fleet-secret-for-tests", ROOT / "docs" / "star.png"
+MODELS = "shapes-resnet10:latest"
+
+
+def test_the_engine_list_parses_or_says_why() -> None:
+    assert addresses.parse(" http://a:1, https://b.example:443/ ,unix:///run/e.sock") == (
+        "http://a:1",
+        "https://b.example:443",
+        "unix:///run/e.sock",
+    )
+    for bad, why in [
+        ("http://a", "http://host:port"),
+        ("ftp://a:1", "http://host:port"),
+        ("http://a:99999", "0 to 65535"),
+        ("http://a:1/v2", "base URL only"),
+        ("unix://relative.sock", "absolute"),
+    ]:
+        with pytest.raises(addresses.BadAddress, match=why):
+            addresses.parse(bad)
+
+
+def test_a_name_means_each_of_its_addresses() -> None:
+    assert addresses.resolve("http://localhost:3001") == ["http://127.0.0.1:3001"]
+    assert addresses.resolve("http://10.0.0.7:3001") == ["http://10.0.0.7:3001"], "a literal is itself"
+    assert addresses.resolve("http://no-such-engine.invalid:3001") == [], "not (yet) resolvable: no engine"
+
+
+def test_retries_are_a_tenth_of_calls() -> None:
+    engine = RemoteEngine(("http://127.0.0.1:9",), "", 30, ())
+    granted = sum(engine._may_retry() for _ in range(100))
+    assert granted == RETRY_TOKENS, "a full bucket, then nothing"
+    for _ in range(50):  # fifty calls earn five retries
+        engine._earn()
+    assert sum(engine._may_retry() for _ in range(100)) == 5
+
+
+@pytest.mark.slow
+def test_a_malformed_list_stops_the_preflight_check(tmp_path) -> None:
+    env = {**os.environ, "RESNET_ENGINE_URL": "http://engine-a:3001,engine-b", "BENTOML_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "service.check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and "RESNET_ENGINE_URL" in run.stderr and "engine-b" in run.stderr, run.stderr
+
+
+def engine_command() -> list[str]:
+    return [sys.executable, "-m", "service.engine.server", "--host", "127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Two engine servers and a front (two workers) that reaches both through one list."""
+    root = tmp_path_factory.mktemp("fleet")
+    home = root / "home"
+    import_models(home, DEFAULT)
+    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": MODELS, "RESNET_ENGINE_TOKEN": TOKEN}
+    with ExitStack() as stack:
+        engines = [
+            stack.enter_context(
+                serve_command(f"e{i}", env, root / f"e{i}.log", command=engine_command(), ready_path="/v2/health/ready")
+            )
+            for i in range(2)
+        ]
+        front_env = {"RESNET_MODELS": MODELS, "RESNET_ENGINE_URL": ",".join(engines), "RESNET_ENGINE_TOKEN": TOKEN}
+        front = stack.enter_context(serve(home, root / "front.log", RESNET_FRONT_WORKERS="2", **front_env))
+        yield {"front": front, "engines": engines, "env": env, "root": root}
+
+
+def calls_per_engine(front: str) -> dict[str, float]:
+    text = httpx.get(f"{front}/metrics", timeout=30).text
+    return {k: float(v) for k, v in re.findall(r'resnet_engine_calls_total\{engine="([^"]+)"\} ([0-9.e+]+)', text)}
+
+
+def classify(front: str) -> int:
+    files = {"image": ("star.png", STAR.read_bytes(), "image/png")}
+    return httpx.post(f"{front}/classify", files=files, timeout=60).status_code
+
+
+@pytest.mark.slow
+def test_calls_spread_over_every_engine(fleet) -> None:
+    load = wrk.run(fleet["front"], [STAR], 8, 4, threads=2)
+    assert load["errors"] == 0 and load["socket_errors"] == 0, load
+    calls = calls_per_engine(fleet["front"])
+    keys = [e.split("//")[1] for e in fleet["engines"]]
+    assert set(keys) <= set(calls) and all(calls[k] > 10 for k in keys), calls
+    assert min(calls[k] for k in keys) / max(calls[k] for k in keys) > 0.2, f"balanced by work: {calls}"
+
+
+def engine_process(url: str) -> psutil.Process:
+    port = int(url.rsplit(":", 1)[1])
+    for p in psutil.process_iter(["cmdline"]):
+        if p.info["cmdline"] and "service.engine.server" in p.info["cmdline"] and str(port) in p.info["cmdline"]:
+            return p
+    raise LookupError(url)
+
+
+def under_load(front: str, seconds: float, during) -> dict:
+    """wrk at 8 clients for ``seconds``, ``during()`` run a second in."""
+    found: dict = {}
+    runner = threading.Thread(target=lambda: found.update(wrk.run(front, [STAR], 8, seconds, threads=2)))
+    runner.start()
+    time.sleep(1)
+    during()
+    runner.join()
+    return found
+
+
+def engine_versions(engine: str) -> list[str]:
+    index = httpx.post(f"{engine}/v2/repository/index", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    return sorted(m["version"] for m in index.json() if m["name"] == "shapes-resnet10")
+
+
+@pytest.mark.slow
+def test_a_load_through_the_front_reaches_every_engine(fleet, tmp_path) -> None:
+    """A second version loaded through the front is on both engines before the front routes to it; unloaded, it
+    leaves both."""
+    v2 = stored(fleet["env"]["BENTOML_HOME"], variant(INT8, tmp_path / "v2"))
+    url = f"{fleet['front']}/v2/repository/models/shapes-resnet10"
+    loaded = httpx.post(f"{url}/load", json={"parameters": {"version": v2, "default": False}}, timeout=120)
+    assert loaded.status_code == 200, loaded.text
+    assert all(v2 in engine_versions(e) for e in fleet["engines"]), "every engine has it"
+    files = {"image": ("star.png", STAR.read_bytes(), "image/png")}
+    answer = httpx.post(f"{fleet['front']}/classify", files=files, data={"model": f"shapes-resnet10:{v2}"}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["version"] == v2, answer.text
+    gone = httpx.post(f"{url}/unload", json={"parameters": {"version": v2}}, timeout=120)
+    assert gone.status_code == 200, gone.text
+    assert not any(v2 in engine_versions(e) for e in fleet["engines"]), "unloaded from every engine"
+
+
+@pytest.mark.slow
+def test_a_hung_engine_costs_no_answer_and_comes_back(fleet) -> None:
+    """Suspended under load (as good as hung): its pending calls go to the other engine once the heartbeat ejects
+    it; resumed, it takes calls again."""
+    hung = engine_process(fleet["engines"][0])
+    key = fleet["engines"][0].split("//")[1]
+    try:
+        load = under_load(fleet["front"], 6, hung.suspend)
+        assert load["errors"] == 0 and load["socket_errors"] == 0 and load["requests"] > 20, load
+        metrics = httpx.get(f"{fleet['front']}/metrics", timeout=30).text
+        assert f'resnet_engine_up{{engine="{key}"}} 0.0' in metrics
+        assert re.search(rf'resnet_engine_ejections_total\{{engine="{re.escape(key)}"\}} [1-9]', metrics), metrics
+    finally:
+        hung.resume()
+    deadline, before = time.monotonic() + 20, calls_per_engine(fleet["front"]).get(key, 0)
+    while calls_per_engine(fleet["front"]).get(key, 0) == before and time.monotonic() < deadline:
+        assert classify(fleet["front"]) == 200
+    assert calls_per_engine(fleet["front"])[key] > before, "back in the fleet"
+
+
+@pytest.mark.slow
+def test_a_killed_engine_costs_no_answer_and_readiness_holds(fleet) -> None:
+    """Killed under load: calls it held are sent once more to the other engine; the front stays ready on one."""
+    killed = engine_process(fleet["engines"][1])
+    load = under_load(fleet["front"], 5, lambda: os.kill(killed.pid, signal.SIGKILL))
+    assert load["errors"] == 0 and load["socket_errors"] == 0 and load["requests"] > 20, load
+    assert httpx.get(f"{fleet['front']}/readyz", timeout=30).status_code == 200, "one engine with every model is enough"
+    assert all(classify(fleet["front"]) == 200 for _ in range(5))
+
+
+def test_no_engine_up_is_a_fast_503() -> None:
+    async def main() -> tuple[bool, float]:
+        engine = RemoteEngine(("http://127.0.0.1:9",), "", 30, ("m",))
+        try:
+            t = time.monotonic()
+            ready = await engine.ready()
+            return ready, time.monotonic() - t
+        finally:
+            await engine.close()
+
+    ready, seconds = asyncio.run(main())
+    assert ready is False and seconds < 5
+
+
+def test_series_of_an_engine_gone_a_while_leave_metrics() -> None:
+    engine = RemoteEngine(("http://127.0.0.1:9",), "", 30, ())
+    text = 'resnet_engine_up{engine="10.0.0.1:3000"} 0.0\nresnet_engine_up{engine="10.0.0.2:3000"} 1.0\nother 1.0\n'
+    engine.gone = {"10.0.0.1:3000": time.monotonic() - GONE_S - 1, "10.0.0.2:3000": time.monotonic()}
+    assert engine.keep_series(text) == 'resnet_engine_up{engine="10.0.0.2:3000"} 1.0\nother 1.0\n'
