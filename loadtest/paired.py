@@ -1,7 +1,7 @@
 """Before and after a change, side by side: another checkout's service and this one's, up at once on the same
 model and photos, driven in turn in rounds (the order rotating), so that each ratio is paired within a round.
 
-    python -m loadtest.paired OTHER_CHECKOUT [--model FOLDER] [--rounds 3] [--count 600]
+    python -m loadtest.paired OTHER_CHECKOUT [--model FOLDER] [--rounds 3] [--count 600] [--env KEY=VALUE ...]
 
 Per round and server: server CPU-ms per /classify request at 1 and 8 clients (every process of the server,
 from /proc), and per Open Inference Protocol request over HTTP (binary tensors) and gRPC, one client at a
@@ -41,11 +41,11 @@ def measure_round(url, pids: list[int], bodies: list[bytes], model: str, count: 
     return found
 
 
-def compare(other: Path, folder: Path, out: Path, rounds: int, count: int) -> dict[str, dict[str, float]]:
-    """Medians per (measurement, checkout) and the paired ratios (this over other)."""
+def compare(other: Path, folder: Path, out: Path, rounds: int, count: int, extra: dict) -> dict[str, dict[str, float]]:
+    """Medians per (measurement, checkout) and the paired ratios (this over other); ``extra`` settings for both."""
     name = contract.read(folder).name
     home = model_home(out / "paired-home", folder)
-    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": f"{name}:latest", "RESNET_RUNTIME": "onnxruntime"}
+    env = {"BENTOML_HOME": str(home), "RESNET_MODELS": f"{name}:latest", "RESNET_RUNTIME": "onnxruntime", **extra}
     bodies = photos(sizes=(640,))
     samples: dict[str, dict[str, list[float]]] = {}
     with ExitStack() as stack:
@@ -75,10 +75,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT, help="an exported folder (default: the default model)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=600, help="requests per /classify measurement")
+    parser.add_argument("--env", nargs="*", default=[], help="settings for both, e.g. RESNET_ENGINES=1")
     args = parser.parse_args()
     out = ROOT / "reports" / "paired"
     out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.other.resolve(), args.model.resolve(), out, args.rounds, args.count)
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    result = compare(args.other.resolve(), args.model.resolve(), out, args.rounds, args.count, extra)
     print(f"| server CPU-ms per request | before | after | after / before (paired median of {args.rounds}) |")
     print("|---|---:|---:|---:|")
     for what, row in result.items():
