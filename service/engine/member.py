@@ -26,8 +26,9 @@ class Member:
         self.up: bool | None = None  # the heartbeat's last verdict; None before the first
         self.synced = False  # holds the front's models (pushed when it joins or comes back)
         self.misses, self.in_flight, self.full_until = 0, 0, 0.0
-        self.down = asyncio.Event()  # set while the verdict is down: calls waiting on it are sent elsewhere
+        self.calls: set[asyncio.Task] = set()  # waiting on it: cancelled when it is judged down, sent elsewhere
         self.versioned: bool | None = None  # whether it serves the store's versions (this project's engine does)
+        self.called, self.failed = ENGINE_CALLS.labels(engine=self.key), ENGINE_FAILURES.labels(engine=self.key)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -50,18 +51,26 @@ class Member:
             return r.status, r.headers.get(codec.HEADER), await r.read()
 
     def counted(self, images: int, failed: bool) -> None:
-        ENGINE_CALLS.labels(engine=self.key).inc()
+        self.called.inc()
         if failed:
-            ENGINE_FAILURES.labels(engine=self.key).inc()
+            self.failed.inc()
         self.in_flight -= images
+
+    async def post(self, path: str, body: bytes, headers: dict) -> tuple[int, str | None, bytes]:
+        """A call that ends in asyncio.CancelledError, with the verdict down, if the member is ejected meanwhile."""
+        call = asyncio.ensure_future(self.request("POST", path, data=body, headers=headers))
+        self.calls.add(call)
+        try:
+            return await call
+        finally:
+            self.calls.discard(call)
 
     def verdict(self, up: bool) -> None:
         """The heartbeat's (or a failed call's) verdict: a member going down is ejected, and what waits on it leaves."""
-        if up:
-            self.down.clear()
-        elif self.up is not False:
+        if not up and self.up is not False:
             ENGINE_EJECTIONS.labels(engine=self.key).inc()
-            self.down.set()
+            for call in self.calls:
+                call.cancel()
             self.synced = False  # it may come back without the models loaded since
         self.up = up
         ENGINE_UP.labels(engine=self.key).set(int(up))

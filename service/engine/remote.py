@@ -145,27 +145,19 @@ class RemoteEngine:
         return status, length, data
 
     async def _unless_down(self, member: Member, path: str, body: bytes, headers: dict) -> tuple:
-        call = asyncio.ensure_future(self._post(member, path, body, headers))
-        ejected = asyncio.ensure_future(member.down.wait())
-        try:
-            await asyncio.wait({call, ejected}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ejected.cancel()
-            if not call.done():
-                call.cancel()
-        if not call.done() or call.cancelled():
-            raise Failed(f"engine {member.key} judged down while the call waited")
-        return call.result()
-
-    async def _post(self, member: Member, path: str, body: bytes, headers: dict) -> tuple:
+        """The member's answer; Failed if it was ejected while the call waited (not if the caller left)."""
         try:
             try:
-                return await member.request("POST", path, data=body, headers=headers)
+                return await member.post(path, body, headers)
             except aiohttp.ServerDisconnectedError:  # a pooled connection the engine had just closed: once more
-                return await member.request("POST", path, data=body, headers=headers)
+                return await member.post(path, body, headers)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             member.verdict(False)
             raise Failed(f"engine {member.key} unreachable: {exc}") from None
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling() or member.up is not False:
+                raise
+            raise Failed(f"engine {member.key} judged down while the call waited") from None
 
     async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[Result]:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]

@@ -138,10 +138,11 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
     async def _serve(self, context, call: Callable[[], Awaitable[T]], guarded: bool = True, changes=False) -> T:
         """The call's answer; a refusal or an error ends the call with its gRPC status, the message as details."""
         budget = min(self.timeout_s, context.time_remaining() or math.inf)
+        deadline = asyncio.timeout(budget)
         try:
             if guarded:
                 self._authorize(context, changes)
-            async with asyncio.timeout(budget) as deadline:
+            async with deadline:
                 return await call()
         except ApiError as exc:
             code, message = CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail
@@ -157,7 +158,7 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         sent = dict(context.invocation_metadata()).get("authorization")
         if not token_ok(None if sent is None else sent.encode(), self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
-        if refusal := change_refused(changes, self.token, is_loopback(peer_host(context.peer()))):
+        if changes and (refusal := change_refused(changes, self.token, is_loopback(peer_host(context.peer())))):
             raise ApiError(403, "forbidden", refusal)
 
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
