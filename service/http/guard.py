@@ -106,9 +106,10 @@ class Guard:
             raise ApiError(431, "headers_too_large", refusal)
         if not bearer_ok(scope, self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
-        local = is_loopback((scope.get("client") or ("",))[0])
-        if refusal := change_refused(path.startswith(REPOSITORY), self.token, local):
-            raise ApiError(403, "forbidden", refusal)
+        if path.startswith(REPOSITORY):
+            local = is_loopback((scope.get("client") or ("",))[0])
+            if refusal := change_refused(True, self.token, local):
+                raise ApiError(403, "forbidden", refusal)
         body = await self._body(scope, receive)
         if body is None:  # the client left
             return
