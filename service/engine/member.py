@@ -29,6 +29,7 @@ class Member:
         self.calls: set[asyncio.Task] = set()  # waiting on it: cancelled when it is judged down, sent elsewhere
         self.versioned: bool | None = None  # whether it serves the store's versions (this project's engine does)
         self.called, self.failed = ENGINE_CALLS.labels(engine=self.key), ENGINE_FAILURES.labels(engine=self.key)
+        self.ejected, self.up_gauge = ENGINE_EJECTIONS.labels(engine=self.key), ENGINE_UP.labels(engine=self.key)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -68,12 +69,12 @@ class Member:
     def verdict(self, up: bool) -> None:
         """The heartbeat's (or a failed call's) verdict: a member going down is ejected, and what waits on it leaves."""
         if not up and self.up is not False:
-            ENGINE_EJECTIONS.labels(engine=self.key).inc()
+            self.ejected.inc()
             for call in self.calls:
                 call.cancel()
             self.synced = False  # it may come back without the models loaded since
         self.up = up
-        ENGINE_UP.labels(engine=self.key).set(int(up))
+        self.up_gauge.set(int(up))
 
     async def beat(self) -> None:
         """One heartbeat: ready in time is up, refused is down, late MISSES times in a row is down."""

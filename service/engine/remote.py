@@ -114,6 +114,9 @@ class RemoteEngine:
             return
         member.synced = True
 
+    def _up(self) -> list[Member]:
+        return [m for m in self.members.values() if m.up]
+
     def _pick(self, tried: set[str], busy_ok: bool = True) -> Member | None:
         """The serving member with the fewest images in flight from this worker, not yet tried (ties at random)."""
         free = [m for m in self.members.values() if m.serving and m.url not in tried and (busy_ok or not m.full)]
@@ -271,7 +274,7 @@ class RemoteEngine:
     async def load(self, tag: str, default: bool) -> None:
         """Every engine that is up loads ``tag`` (warm when it answers), or the reason one cannot."""
         await self._start()
-        up = [m for m in self.members.values() if m.up]
+        up = self._up()
         if not up:
             raise EngineUnavailable("no engine is up")
         await asyncio.gather(*(self._load(m, tag, default) for m in up))
@@ -283,13 +286,13 @@ class RemoteEngine:
         deadline = asyncio.get_running_loop().time() + self.timeout.total
         waiting = [t for t in tags if t not in self.models]
         while waiting and asyncio.get_running_loop().time() < deadline:
-            up = [m for m in self.members.values() if m.up]
+            up = self._up()
             waiting = [t for t in waiting if not up or not all([await self._serves(m, t) for m in up])]
             await asyncio.sleep(0.1 if waiting else 0)
         for tag in set(self.models) - set(tags):
             name, _, version = tag.partition(":")
             body = {"parameters": {"version": version}}
-            for member in [m for m in self.members.values() if m.up]:
+            for member in self._up():
                 with contextlib.suppress(EngineUnavailable):
                     await self._call(member, "POST", change_path(name, "unload"), json=body)
         self.models = tuple(t for t in tags if t not in waiting)

@@ -108,7 +108,7 @@ class Guard:
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
         if path.startswith(REPOSITORY):
             local = is_loopback((scope.get("client") or ("",))[0])
-            if refusal := change_refused(True, self.token, local):
+            if refusal := change_refused(self.token, local):
                 raise ApiError(403, "forbidden", refusal)
         body = await self._body(scope, receive)
         if body is None:  # the client left

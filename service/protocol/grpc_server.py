@@ -158,7 +158,7 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         sent = dict(context.invocation_metadata()).get("authorization")
         if not token_ok(None if sent is None else sent.encode(), self.token):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
-        if changes and (refusal := change_refused(changes, self.token, is_loopback(peer_host(context.peer())))):
+        if changes and (refusal := change_refused(self.token, is_loopback(peer_host(context.peer())))):
             raise ApiError(403, "forbidden", refusal)
 
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
@@ -172,10 +172,7 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**await self._serve(context, self._metadata))
-
-    async def _metadata(self) -> dict:
-        return self.router.metadata()
+        return pb.ServerMetadataResponse(**await self._serve(context, self.router.metadata))
 
     async def ModelMetadata(self, request, context) -> pb.ModelMetadataResponse:
         meta = await self._serve(context, lambda: self.router.model_metadata(request.name, request.version or None))
@@ -189,16 +186,12 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         name, version = request.model_name, request.model_version or None
-        self.router.table.find(name, version)  # an unknown model is NOT_FOUND before its tensors are read
-        head, outputs, _ = await self.router.infer(name, version, header(request), inputs(request))
+        head, outputs, _ = await self.router.infer(name, version, lambda: (header(request), inputs(request)))
         return response(head, outputs)
 
     async def RepositoryIndex(self, request, context) -> pb.RepositoryIndexResponse:
-        index = await self._serve(context, self._index)
+        index = await self._serve(context, self.router.index)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in index])
-
-    async def _index(self) -> list[dict]:
-        return self.router.index()
 
     async def RepositoryModelLoad(self, request, context) -> pb.RepositoryModelLoadResponse:
         await self._change(context, request, "load")

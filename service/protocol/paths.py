@@ -26,8 +26,8 @@ def change_path(name: str, action: str) -> str:
     return f"{REPOSITORY}{name}/{action}"
 
 
-def change_refused(changes: bool, token: str, local: bool) -> str | None:
-    """Why a call that ``changes`` the repository may not (with no token, only this machine may), or None."""
-    if changes and not token and not local:
+def change_refused(token: str, local: bool) -> str | None:
+    """Why a call that loads or unloads models may not (with no token, only this machine may), or None."""
+    if not token and not local:
         return "loading and unloading models takes RESNET_API_TOKEN, or a call from this machine"
     return None

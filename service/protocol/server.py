@@ -98,7 +98,7 @@ class Router:
     ) -> None:
         self.server, self.table, self.ready, self.lifecycle = server, table, ready, lifecycle
 
-    def metadata(self) -> dict:
+    async def metadata(self) -> dict:
         return {"name": self.server, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
     async def model_metadata(self, name: str, version: str | None) -> dict:
@@ -111,10 +111,13 @@ class Router:
         return await self.ready()
 
     async def infer(
-        self, name: str, version: str | None, request: dict, tensors: dict[str, np.ndarray]
+        self, name: str, version: str | None, read: Callable[[], tuple[dict, dict[str, np.ndarray]]]
     ) -> tuple[dict, dict[str, np.ndarray], set[str]]:
-        """(the response's header, its outputs, those the request wants as binary)."""
+        """(the response's header, its outputs, those the request wants as binary). ``read`` gives the request's
+        header and tensors; it is called once the model is found (an unknown model is a 404 before the body is
+        parsed)."""
         version, model = self.table.find(name, version)
+        request, tensors = read()
         names, binary = wanted(request, model.outputs)
         outputs, params = await model.infer(request, tensors, names)
         head = {"model_name": name, "model_version": version, "parameters": params}
@@ -122,7 +125,7 @@ class Router:
             head["id"] = request["id"]
         return head, outputs, binary
 
-    def index(self) -> list[dict]:
+    async def index(self) -> list[dict]:
         """Triton's repository index, one entry per loaded version (every model listed is ready: a version takes
         traffic only once warm)."""
         versions = self.table.versions
@@ -158,12 +161,12 @@ class Router:
             ready = await self.ready()  # the protocol's "false" is a 4xx
             return json_reply(200 if ready else 400, {"ready": ready})
         if path == "/v2" and method == "GET":
-            return json_reply(200, self.metadata())
+            return json_reply(200, await self.metadata())
         if path == INDEX and method == "POST":
             request = _json(body)
             if not isinstance(request, dict) or not isinstance(request.get("ready", True), bool):
                 raise ApiError(400, "bad_request", 'the repository index takes an empty body or {"ready": true|false}')
-            return json_reply(200, self.index())
+            return json_reply(200, await self.index())
         if (change := CHANGE.match(path)) and method == "POST":
             request = _json(body)
             params = parameters(request) if isinstance(request, dict) else {"": None}
@@ -182,8 +185,7 @@ class Router:
             return json_reply(200 if ready else 400, {"name": name, "ready": ready})
         if action != "/infer" or method != "POST":
             raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
-        self.table.find(name, version)  # an unknown model is a 404 before its body is parsed
-        head, outputs, binary = await self.infer(name, version, *codec.decode(body, length, "inputs"))
+        head, outputs, binary = await self.infer(name, version, lambda: codec.decode(body, length, "inputs"))
         data, length = codec.encode(head, "outputs", outputs, binary)
         if length is None:
             return Reply(200, data)
