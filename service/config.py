@@ -83,6 +83,8 @@ class Settings:
     engine_max_in_flight: int = field(default_factory=lambda: int(_env("ENGINE_MAX_IN_FLIGHT", "0")))
     # where the desired set of models is kept (service/repository.py); empty: a fresh folder per deployment
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", ""))
+    # a shadow's top-1 agreement with the default below which its alert fires (deploy/prometheus/rules.yaml)
+    min_agreement: float = field(default_factory=lambda: float(_env("MIN_AGREEMENT", "0.95")))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 

@@ -9,6 +9,9 @@ taken here, before any value is created, by every worker of that deployment.
 import os
 
 import bentoml
+import prometheus_client
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample
 
 if folder := os.environ.get("RESNET_METRICS_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
@@ -37,39 +40,77 @@ REQUESTS = bentoml.metrics.Counter(
     labelnames=["model", "policy", "bucket"],
 )
 
-# What the model is doing (classifier/telemetry.py): per model, over every answer.
+# What each model version is doing (classifier/telemetry.py): over every answer, a shadow's included.
 ANSWERS = bentoml.metrics.Counter(
     name="resnet_answers",
     documentation="Answers per predicted (top-1) label",
-    labelnames=["model", "label"],
+    labelnames=["model", "version", "label"],
 )
 TOP1 = bentoml.metrics.Histogram(
     name="resnet_top1_probability",
     documentation="The top-1 probability of each answer",
-    labelnames=["model"],
+    labelnames=["model", "version"],
     buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+MODEL_SECONDS = bentoml.metrics.Histogram(
+    name="resnet_answer_model_seconds",
+    documentation="The model call time behind each answer",
+    labelnames=["model", "version"],
+    buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
 )
 OOD = bentoml.metrics.Counter(
     name="resnet_ood",
     documentation="Answers whose out-of-distribution score is above the model's threshold",
-    labelnames=["model"],
+    labelnames=["model", "version"],
 )
 DRIFT = bentoml.metrics.Gauge(
     name="resnet_drift",
     documentation="Mean out-of-distribution score of a worker's last answers (0 until they fill its window): the worst",
-    labelnames=["model"],
+    labelnames=["model", "version"],
     multiprocess_mode="livemax",
 )
 DRIFT_THRESHOLD = bentoml.metrics.Gauge(
     name="resnet_drift_threshold",
     documentation="The drift that windows of the model's reference data stay under 99.9 % of the time",
-    labelnames=["model"],
+    labelnames=["model", "version"],
     multiprocess_mode="livemax",
 )
 REFERENCE_LABELS = bentoml.metrics.Gauge(
     name="resnet_reference_label_fraction",
     documentation="Each label's share of the answers on the model's reference data",
-    labelnames=["model", "label"],
+    labelnames=["model", "version", "label"],
+    multiprocess_mode="livemax",
+)
+
+# A rollout (service/rollout.py): each shadow version against the default, on the same requests.
+SHADOW_COMPARED = bentoml.metrics.Counter(
+    name="resnet_shadow_compared",
+    documentation="Images a shadow version answered beside the default",
+    labelnames=["model", "version"],
+)
+SHADOW_AGREED = bentoml.metrics.Counter(
+    name="resnet_shadow_agreed",
+    documentation="Compared images whose top-1 label the shadow and the default agree on",
+    labelnames=["model", "version"],
+)
+SHADOW_TOP1_DIFFERENCE = bentoml.metrics.Counter(
+    name="resnet_shadow_top1_difference",
+    documentation="The sum of the absolute differences of the two top-1 probabilities, over compared images",
+    labelnames=["model", "version"],
+)
+SHADOW_OOD = bentoml.metrics.Counter(
+    name="resnet_shadow_ood",
+    documentation="Compared images that each side (shadow or default) flags out of distribution",
+    labelnames=["model", "version", "side"],
+)
+SHADOW_DROPPED = bentoml.metrics.Counter(
+    name="resnet_shadow_dropped",
+    documentation="Images whose shadow copy was dropped to keep the engine for live work",
+    labelnames=["model", "version"],
+)
+MIN_AGREEMENT = bentoml.metrics.Gauge(
+    name="resnet_shadow_min_agreement",
+    documentation="The agreement below which a shadow's comparison alerts (RESNET_MIN_AGREEMENT)",
     multiprocess_mode="livemax",
 )
 
@@ -107,3 +148,12 @@ ENGINE_UP = bentoml.metrics.Gauge(
     labelnames=["engine"],
     multiprocess_mode="livemin",
 )
+
+
+def collected() -> dict[str, list[Sample]]:
+    """This deployment's samples by metric, summed over its worker processes as /metrics shows them."""
+    registry = prometheus_client.REGISTRY
+    if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prometheus_client.CollectorRegistry()
+        MultiProcessCollector(registry, folder)
+    return {family.name: family.samples for family in registry.collect()}

@@ -14,12 +14,13 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import bentoml
 
 from .errors import ApiError
+from .rollout import Plan, Split
 
 log = logging.getLogger("resnet.repository")
 FILE = "models.json"
@@ -33,12 +34,17 @@ def split(tag: str) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Desired:
     """Loaded tags (``name:version``) in load order, each name's default tag (unversioned routes reach it), and the
-    model of routes that name none (the first of RESNET_MODELS)."""
+    model of routes that name none (the first of RESNET_MODELS); and the rollouts: canary tags with their percent of
+    the name's unversioned requests, shadow tags with the share copied to them, and for each promoted tag the
+    default it replaced (a roll back returns to it)."""
 
     tags: tuple[str, ...]
     defaults: dict[str, str] = field(default_factory=dict)
     main: str = ""
     generation: int = 0  # one more on every change
+    traffic: dict[str, float] = field(default_factory=dict)
+    shadows: dict[str, float] = field(default_factory=dict)
+    previous: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tags: list[str]) -> "Desired":
@@ -52,14 +58,45 @@ class Desired:
         return [split(t)[1] for t in self.tags if split(t)[0] == name]
 
     def loaded(self, tag: str, default: bool) -> "Desired":
-        """With ``tag`` loaded (a name's first version is its default whatever ``default`` says)."""
+        """With ``tag`` loaded; as the default (promoted: its canary or shadow ends, and the default it replaces is
+        remembered) when ``default`` says so or it is the name's first version."""
+        name, old = split(tag)[0], self.defaults.get(split(tag)[0])
+        tags = tuple(dict.fromkeys((*self.tags, tag)))
+        if not (default or old is None):
+            return replace(self, tags=tags)
+        previous = self.previous | ({tag: old} if old not in (None, tag) else {})
+        return replace(self, tags=tags, defaults=self.defaults | {name: tag}, previous=previous, **self._ended(tag))
+
+    def routed(self, tag: str, plan: Plan) -> "Desired":
+        """With ``tag`` loaded beside the default as a canary or a shadow (or no longer one, at 0); ApiError 400 for
+        a rollout of the default itself, or canaries of one name past 100 %."""
         name = split(tag)[0]
-        defaults = self.defaults | ({name: tag} if default or name not in self.defaults else {})
-        return replace(self, tags=tuple(dict.fromkeys((*self.tags, tag))), defaults=defaults)
+        if name not in self.defaults:
+            raise ApiError(400, "bad_rollout", f"{name} is not loaded: a canary or shadow shares its default's traffic")
+        if self.defaults[name] == tag:
+            raise ApiError(400, "bad_rollout", f"{tag} is the default of {name}: a canary or shadow is another version")
+        ended = self._ended(tag)
+        if plan.traffic is not None:
+            others = sum(p for t, p in ended["traffic"].items() if split(t)[0] == name)
+            if others + plan.traffic > 100:
+                detail = f"the canaries of {name} would take {others + plan.traffic:g} % of its traffic; at most 100"
+                raise ApiError(400, "bad_rollout", detail)
+            ended["traffic"] |= {tag: plan.traffic} if plan.traffic else {}
+        if plan.shadow_rate:
+            ended["shadows"] |= {tag: plan.shadow_rate}
+        return replace(self, tags=tuple(dict.fromkeys((*self.tags, tag))), **ended)
+
+    def _ended(self, *tags: str) -> dict[str, dict]:
+        """The rollout tables without ``tags``' canaries and shadows."""
+        return {
+            "traffic": {t: p for t, p in self.traffic.items() if t not in tags},
+            "shadows": {t: r for t, r in self.shadows.items() if t not in tags},
+        }
 
     def unloaded(self, name: str, version: str | None) -> "Desired":
         """Without that version of ``name`` (every version when None); ValueError for what cannot go. A removed
-        default passes to the version loaded last."""
+        default passes back to the default it replaced when that is still loaded (a roll back), else to the version
+        loaded last."""
         gone = [t for t in self.tags if split(t)[0] == name and version in (None, split(t)[1])]
         if not gone:
             raise LookupError(f"{name} version {version} is not loaded" if version else f"{name} is not loaded")
@@ -69,12 +106,37 @@ class Desired:
             raise ValueError(f"{name} is the default model: load another version before unloading its last")
         defaults = {n: t for n, t in self.defaults.items() if n != name}
         if left:
-            defaults[name] = self.defaults[name] if self.defaults[name] in left else left[-1]
-        return replace(self, tags=tags, defaults=defaults)
+            defaults[name] = self.defaults[name] if self.defaults[name] in left else self._before(name, left)
+        previous = {t: self._before(t, tags) for t in self.previous if t not in gone}
+        previous = {t: p for t, p in previous.items() if p is not None}
+        return replace(self, tags=tags, defaults=defaults, previous=previous, **self._ended(*gone, *defaults.values()))
+
+    def _before(self, of: str, left: list[str] | tuple[str, ...]) -> str | None:
+        """What ``of`` (a tag, or a name: its default) replaced as the default, or what that one replaced, ...: the
+        first of that chain still in ``left``. For a name whose chain is spent, the version loaded last."""
+        tag, seen = self.defaults.get(of, of), set()
+        while (tag := self.previous.get(tag)) is not None and tag not in seen:
+            if tag in left:
+                return tag
+            seen.add(tag)
+        return left[-1] if of in self.defaults else None
+
+    def split(self, name: str) -> Split:
+        """How ``name``'s unversioned requests are shared now, by version."""
+        mine = [t for t in self.tags if split(t)[0] == name]
+        return Split(
+            split(self.defaults.get(name) or mine[-1])[1],
+            tuple((split(t)[1], self.traffic[t]) for t in mine if t in self.traffic),
+            tuple((split(t)[1], self.shadows[t]) for t in mine if t in self.shadows),
+        )
 
     def dump(self) -> bytes:
-        data = {"tags": list(self.tags), "defaults": self.defaults, "main": self.main, "generation": self.generation}
-        return json.dumps(data, indent=1).encode()
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def parse(cls, data: dict) -> "Desired":
+        """From ``dump``'s JSON; a file written before rollouts existed has none."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data} | {"tags": tuple(data["tags"])})
 
 
 def resolve(tag: str) -> str:
@@ -162,7 +224,7 @@ class Repository:
         except FileNotFoundError:
             return None
         self.seen = (stat.st_mtime_ns, stat.st_ino)
-        return Desired(tuple(data["tags"]), data["defaults"], data["main"], data["generation"])
+        return Desired.parse(data)
 
     def _write(self, desired: Desired) -> Desired:
         temporary = self.path.with_suffix(f".{os.getpid()}")
@@ -187,22 +249,27 @@ class Keeper:
         self.repository, self.prepare, self.apply, self.settle_s = repository, prepare, apply, settle_s
         self.lock = asyncio.Lock()
 
-    async def load(self, name: str, version: str | None, default: bool) -> Desired:
+    async def load(self, name: str, version: str | None, default: bool, plan: Plan | None = None) -> Desired:
+        """A plain load (``plan`` None: the default when ``default``), or a canary's or shadow's; 400 for a version
+        the store lacks, or a rollout the set refuses (checked before anything is loaded)."""
         try:
             tag = resolve(f"{name}:{version or 'latest'}")
-        except LookupError as exc:
-            raise ApiError(404, "unknown_model", str(exc)) from None
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+        except (LookupError, ValueError) as exc:  # Triton answers 400 for a model its repository lacks
+            raise ApiError(400, "unknown_model", str(exc)) from None
+
+        def how(desired: Desired) -> Desired:
+            return desired.loaded(tag, default) if plan is None else desired.routed(tag, plan)
+
         async with self.lock:
+            how(await asyncio.to_thread(self.repository.read, []))
             try:
-                await self.prepare(tag, default)
+                await self.prepare(tag, default and plan is None)
             except ApiError:
                 raise
             except Exception as exc:  # the reason: a file onnxruntime refuses, metadata that breaks the contract
                 log.warning("loading %s failed: %s", tag, exc)
                 raise ApiError(400, "load_failed", f"{tag} cannot be loaded: {exc}") from None
-            desired = await asyncio.to_thread(self.repository.change, lambda d: d.loaded(tag, default))
+            desired = await asyncio.to_thread(self.repository.change, how)
             await self._apply(desired)
         await self.settled(desired)
         return desired

@@ -17,9 +17,10 @@ from .engine.remote import RemoteEngine
 from .engine.tensor_model import TensorModel
 from .http.internals import install_header_deadlines
 from .imaging.decoders import jpeg_decoder
+from .metrics import MIN_AGREEMENT
 from .protocol import grpc_server
 from .protocol.server import Router, Servable, Table
-from .repository import Desired, Keeper, Repository, split
+from .repository import Desired, Keeper, Repository
 
 log = logging.getLogger("resnet.front")
 
@@ -51,19 +52,19 @@ class Worker:
         self.router = Router("resnet-serve", Table({}, {}), self.engine.ready, self.keeper)
         self._serve({tag: catalog.load(tag) for tag in desired.tags}, desired)
         repository.applied(desired)
+        MIN_AGREEMENT.set(settings.min_agreement)
         self.grpc, self.watching = None, None
 
     def _serve(self, entries: dict[str, catalog.Entry], desired: Desired) -> None:
         """Route to these versions from now on."""
-        defaults = {name: split(tag)[1] for name, tag in desired.defaults.items()}
-        defaults |= {f"{name}-image": version for name, version in defaults.items()}
+        splits = {name: desired.split(name) for name in desired.defaults}
+        splits |= {f"{name}-image": s for name, s in splits.items()}
         models: list[tuple[str, str, Servable]] = []
         for tag, e in entries.items():
             models.append((e.name, e.version, TensorModel(tag, e.meta, self.engine, self.settings.max_pixels)))
             models.append((f"{e.name}-image", e.version, ImageModel(tag, e.meta, self.front)))
-        table = Table.of(models, defaults)
-        front_defaults = {e.name: f"{e.name}:{table.defaults[e.name]}" for e in entries.values()}
-        self.front.update(entries, front_defaults, desired.main)
+        table = Table.of(models, splits)
+        self.front.update(entries, {e.name: table.splits[e.name] for e in entries.values()}, desired.main)
         self.router.table = table
 
     async def prepare(self, tag: str, default: bool) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.engine import sessions
-from service.engine.batcher import Batcher, QueueTimeout
+from service.engine.batcher import Batcher, Dropped, QueueTimeout
 from service.engine.interface import OUTPUTS
 from service.engine.sessions import Cuda, Sessions, batch_sizes
 from tests.test_default_model import entry
@@ -96,6 +96,34 @@ def test_a_failed_call_fails_its_batch_only():
         with pytest.raises(RuntimeError, match="model call failed"):
             await batcher.submit([2])
         assert await batcher.submit([3]) == [30]
+
+    asyncio.run(main())
+
+
+def test_spare_work_runs_after_live_work_and_is_dropped_first():
+    """A shadow's copies wait while live requests do, never join a live batch, and go when live work fills a batch."""
+
+    async def main():
+        model, batcher, busy = await busy_batcher(budget_s=10)
+        shadow = asyncio.create_task(batcher.submit([100, 101], spare=True))
+        live = [asyncio.create_task(batcher.submit([i])) for i in (2, 3)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        assert await asyncio.gather(busy, *live, shadow) == [[10], [20], [30], [1000, 1010]]
+        assert model.batches == [[1], [2, 3], [100, 101]], "live first, spare in a batch of its own"
+
+        model.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1]))
+        await until(lambda: len(model.batches) == 4)
+        shadow = asyncio.create_task(batcher.submit([100], spare=True))
+        live = [asyncio.create_task(batcher.submit([i])) for i in range(2, 11)]  # past a batch of 8
+        await asyncio.sleep(0.05)
+        assert shadow.done() and isinstance(shadow.exception(), Dropped), "dropped once live work fills a batch"
+        with pytest.raises(Dropped):
+            await batcher.submit([100], spare=True)  # and refused while it does
+        model.gate.set()
+        await asyncio.gather(busy, *live)
+        assert all(100 not in batch for batch in model.batches[3:])
 
     asyncio.run(main())
 

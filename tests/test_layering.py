@@ -49,12 +49,13 @@ LAYERS = {
     "catalog": set(),
     "metrics": set(),
     "asgi": {"errors"},
-    "repository": {"errors"},
-    "protocol": {"errors", "asgi"},
-    "http": {"errors", "asgi", "protocol"},
+    "rollout": {"errors"},
+    "repository": {"errors", "rollout"},
+    "protocol": {"errors", "asgi", "rollout"},
+    "http": {"errors", "asgi", "protocol", "rollout"},
     "imaging": {"errors", "config"},
-    "engine": {"errors", "config", "catalog", "metrics", "asgi", "http", "protocol", "repository"},
-    "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol", "engine"},
+    "engine": {"errors", "config", "catalog", "metrics", "asgi", "http", "protocol", "repository", "rollout"},
+    "classifier": {"errors", "config", "catalog", "metrics", "imaging", "protocol", "engine", "rollout"},
 }
 RUNTIME = {"engine", "bench", "check"}
 THIRD_PARTY = {"onnxruntime": RUNTIME, "openvino": RUNTIME, "numpy": set(LAYERS) - {"http", "asgi", "config", "errors"}}

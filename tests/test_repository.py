@@ -4,9 +4,11 @@ import os
 
 import pytest
 
+from service.errors import ApiError
 from service.repository import Desired, Repository
+from service.rollout import Plan
 
-A1, A2, B1 = "a:1", "a:2", "b:1"
+A1, A2, A3, B1 = "a:1", "a:2", "a:3", "b:1"
 
 
 def test_the_first_model_is_the_main_one_and_each_names_first_version_its_default() -> None:
@@ -43,3 +45,44 @@ def test_changes_are_numbered_and_kept_in_the_folder(tmp_path) -> None:
     assert first.behind(second.read([])) == [os.getpid()], "this process applied generation 1 only"
     first.forget_processes()  # a new deployment: process numbers of the last one mean nothing
     assert first.behind(second.read([])) == [] and second.read([]).tags == (A1, A2), "the set itself is kept"
+
+
+def test_a_canary_or_shadow_never_moves_the_default_and_a_plain_load_promotes_it() -> None:
+    d = Desired.of([A1, B1]).routed(A2, Plan(traffic=20)).routed(A3, Plan(shadow_rate=0.5))
+    assert (d.defaults["a"], d.traffic, d.shadows) == (A1, {A2: 20}, {A3: 0.5})
+    assert d.split("a").canaries == (("2", 20),) and d.split("a").shadows == (("3", 0.5),)
+    assert d.routed(A2, Plan(traffic=50)).traffic == {A2: 50}, "loading again changes the weight"
+    assert d.routed(A2, Plan(shadow_rate=1)).traffic == {}, "a canary turned shadow is no longer a canary"
+    assert d.routed(A2, Plan(traffic=0)).traffic == {} and A2 in d.routed(A2, Plan(traffic=0)).tags, "0 ends it"
+    promoted = d.loaded(A2, default=True)
+    assert (promoted.defaults["a"], promoted.traffic, promoted.previous) == (A2, {}, {A2: A1}), "promote ends it"
+    assert promoted.shadows == {A3: 0.5}, "another version's shadow goes on, against the new default"
+
+
+def test_rollouts_that_make_no_sense_are_refused_with_the_reason() -> None:
+    d = Desired.of([A1, B1]).routed(A2, Plan(traffic=60))
+    assert d.routed(A3, Plan(traffic=40)).traffic == {A2: 60, A3: 40}, "up to 100 %"
+    with pytest.raises(ApiError, match="110 %"):
+        d.routed(A3, Plan(traffic=50))
+    with pytest.raises(ApiError, match="is the default"):
+        d.routed(A1, Plan(shadow_rate=1))
+    with pytest.raises(ApiError, match="not loaded"):
+        d.routed("c:1", Plan(traffic=5))
+
+
+def test_rolling_back_a_promoted_version_restores_the_default_it_replaced() -> None:
+    d = Desired.of([A1]).loaded(A2, default=False).loaded(A3, default=True)  # A3 replaced A1, not A2
+    back = d.unloaded("a", "3")
+    assert back.defaults["a"] == A1, "not the version loaded last"
+    chain = Desired.of([A1]).loaded(A2, default=True).loaded(A3, default=True).unloaded("a", "2")
+    assert chain.previous == {A3: A1} and chain.unloaded("a", "3").defaults["a"] == A1, "a gone link is passed over"
+    canary = Desired.of([A1]).routed(A2, Plan(traffic=10)).unloaded("a", "2")
+    assert (canary.defaults["a"], canary.traffic) == (A1, {}), "a canary unloaded ends its share"
+
+
+def test_the_rollout_is_kept_in_the_file_and_an_old_file_reads_without_one(tmp_path) -> None:
+    repository = Repository(str(tmp_path), "front")
+    repository.path.write_bytes(b'{"tags": ["a:1"], "defaults": {"a": "a:1"}, "main": "a", "generation": 3}')
+    assert repository.read([]) == Desired((A1,), {"a": A1}, "a", 3)
+    changed = repository.change(lambda d: d.loaded(A2, default=True).routed(A3, Plan(traffic=25)))
+    assert Repository(str(tmp_path), "engine").read([]) == changed and changed.previous == {A2: A1}

@@ -1,6 +1,7 @@
 """The classifier behind every public route: resolve the model and policy, prepare images, ask the engine, label."""
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -11,13 +12,17 @@ from contract.metadata import POLICIES
 from ..catalog import Entry
 from ..config import Settings
 from ..engine.interface import Engine, Item, Result
-from ..errors import ApiError
+from ..errors import ApiError, EngineUnavailable
 from ..imaging.decoders import Decode
 from ..imaging.preprocess import ImageLimits, Prepared, prepare
 from ..metrics import PREPROCESS_SECONDS, REQUESTS
+from ..rollout import Split
+from .comparison import Comparison, figures
 from .heatmap import cam, normalise, overlay_png, peak
 from .schemas import Classification, Embedding, Explanation, OutOfDistribution, Prediction, Timing
 from .telemetry import Monitor, ood_status
+
+log = logging.getLogger("resnet.front")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -53,21 +58,28 @@ class Front:
     def __init__(self, engine: Engine, settings: Settings, jpeg: Decode | None) -> None:
         self.engine, self.settings, self.jpeg = engine, settings, jpeg
         self.entries: dict[str, Entry] = {}  # by store tag, name:version
-        self.defaults: dict[str, str] = {}  # name → the tag that requests naming no version reach
+        self.splits: dict[str, Split] = {}  # name → how requests naming no version are shared among its versions
         self.heads: dict[str, np.ndarray] = {}
         self.monitors: dict[str, Monitor] = {}
+        self.comparisons: dict[str, Comparison] = {}  # by shadow tag
+        self.mirrors: set[asyncio.Task] = set()  # shadow copies in flight (kept referenced until done)
         self.main = ""  # the model of requests that name none
 
-    def update(self, entries: dict[str, Entry], defaults: dict[str, str], main: str) -> None:
-        """Serve these versions from now on (the engine serves them already, warm)."""
+    def update(self, entries: dict[str, Entry], splits: dict[str, Split], main: str) -> None:
+        """Serve these versions, shared as ``splits`` say, from now on (the engine serves them already, warm)."""
         self.heads = {t: self.heads[t] if t in self.heads else e.head()[0] for t, e in entries.items()}
         self.monitors = {t: self.monitors.get(t) or Monitor(e) for t, e in entries.items()}
-        self.entries, self.defaults, self.main = entries, defaults, main
+        shadows = {f"{name}:{v}": (name, v) for name, split in splits.items() for v, _ in split.shadows}
+        self.comparisons = {t: self.comparisons.get(t) or Comparison(*shadow) for t, shadow in shadows.items()}
+        self.entries, self.splits, self.main = entries, splits, main
 
     def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
-        """``model`` is a name (its default version), ``name:version``, or None (the main model's default)."""
+        """``model`` is a name (its default version, or a canary's by the request's share), ``name:version``, or
+        None (the main model's)."""
         name, _, version = (model or self.main).partition(":")
-        entry = self.entries.get(f"{name}:{version}" if version else self.defaults.get(name, ""))
+        if not version and name in self.splits:
+            version = self.splits[name].pick()
+        entry = self.entries.get(f"{name}:{version}")
         if entry is None:
             loaded = ", ".join(self.entries)
             raise ApiError(404, "unknown_model", f"model {model!r} is not loaded; loaded: {loaded}")
@@ -93,20 +105,56 @@ class Front:
     async def run(
         self, entry: Entry, policy: str, images: list[bytes], outputs: tuple[str, ...] = ("logits",)
     ) -> list[Image]:
-        """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted."""
+        """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted, and what
+        the default answers is copied to its shadows."""
         prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
         monitor = self.monitors[entry.tag]
         outputs = tuple(dict.fromkeys((*outputs, *monitor.outputs)))
         t = time.perf_counter()
         results = await self.engine.infer([Item(entry.tag, p.pixels, outputs) for p, _ in prepared])
         inference_ms = (time.perf_counter() - t) * 1e3
-        probabilities = softmax(np.stack([r.outputs["logits"] for r in results]))
-        embeddings = np.stack([r.outputs["embedding"] for r in results]) if "embedding" in outputs else None
-        verdicts = monitor.observe(probabilities, embeddings)
-        return [
+        probabilities, verdicts = self._observe(entry.tag, results)
+        ran = [
             Image(p, r, probs, ood, ms, inference_ms)
             for (p, ms), r, probs, ood in zip(prepared, results, probabilities, verdicts, strict=True)
         ]
+        split = self.splits.get(entry.name)
+        if split is not None and split.default == entry.version:
+            for version in split.mirrored():
+                task = asyncio.get_running_loop().create_task(self._shadow(entry, f"{entry.name}:{version}", ran))
+                self.mirrors.add(task)
+                task.add_done_callback(self.mirrors.discard)
+        return ran
+
+    def _observe(self, tag: str, results: list[Result]) -> tuple[np.ndarray, list[OutOfDistribution | None]]:
+        """(probabilities, verdicts) of a version's results, counted in its telemetry."""
+        probabilities = softmax(np.stack([r.outputs["logits"] for r in results]))
+        outputs = results[0].outputs
+        embeddings = np.stack([r.outputs["embedding"] for r in results]) if "embedding" in outputs else None
+        return probabilities, self.monitors[tag].observe(probabilities, embeddings, [r.model_ms for r in results])
+
+    async def _shadow(self, live: Entry, tag: str, images: list[Image]) -> None:
+        """``tag`` answers the same pixels, after live work; compared with what the default answered, never sent."""
+        entry, comparison = self.entries.get(tag), self.comparisons.get(tag)
+        if entry is None or comparison is None:  # no longer a shadow
+            return
+        outputs = ("logits", *self.monitors[tag].outputs)
+        try:
+            results = await self.engine.infer([Item(tag, i.prepared.pixels, outputs, shadow=True) for i in images])
+        except EngineUnavailable:
+            comparison.dropped.inc(len(images))
+            return
+        except Exception:
+            log.exception("shadow %s failed", tag)
+            return
+        probabilities, verdicts = self._observe(tag, results)
+        best = probabilities.argmax(1)
+        live_best = [int(i.probabilities.argmax()) for i in images]
+        comparison.observe(
+            ([entry.meta.labels[b] for b in best], [live.meta.labels[b] for b in live_best]),
+            (probabilities.max(1), np.array([i.probabilities[b] for i, b in zip(images, live_best, strict=True)])),
+            (verdicts, [i.ood for i in images]),
+        )
 
     def _classification(self, entry: Entry, policy: str, image: Image, top_k: int) -> dict:
         probs = image.probabilities
@@ -182,16 +230,26 @@ class Front:
 
     async def models(self) -> list[dict]:
         """Each loaded version's metadata, its parity report, the provider it runs on, whether unversioned
-        requests reach it, and whether its answers carry the out-of-distribution verdict."""
-        providers, entries = await self.engine.providers(), self.entries
-        return [
-            {
-                **e.meta.model_dump(mode="json"),
-                "tag": tag,
-                "version": e.version,
-                "default": self.defaults.get(e.name) == tag,
-                "provider": providers.get(tag),
-                "ood": ood_status(e),
-            }
-            for tag, e in entries.items()
-        ]
+        requests reach it (as the default or a canary) or a copy of them (a shadow), whether its answers carry the
+        out-of-distribution verdict, and its live figures (a shadow's against the default, service/comparison.py)."""
+        providers, entries, listed = await self.engine.providers(), self.entries, []
+        for name in dict.fromkeys(e.name for e in entries.values()):
+            split = self.splits[name]
+            rollout = {v: {"traffic": p} for v, p in split.canaries} | {v: {"shadow_rate": r} for v, r in split.shadows}
+            versions = [e for e in entries.values() if e.name == name]
+            roles = {e.version: "shadow" if "shadow_rate" in rollout.get(e.version, {}) else "" for e in versions}
+            live = await asyncio.to_thread(figures, name, split.default, roles)
+            listed += [
+                {
+                    **e.meta.model_dump(mode="json"),
+                    "tag": e.tag,
+                    "version": e.version,
+                    "default": split.default == e.version,
+                    "rollout": rollout.get(e.version),
+                    "provider": providers.get(e.tag),
+                    "ood": ood_status(e),
+                    **live[e.version],
+                }
+                for e in versions
+            ]
+        return listed

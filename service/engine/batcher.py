@@ -8,6 +8,9 @@ BentoML's adaptive dispatcher holds requests back to fill batches, for as long a
 past queue waits; after a burst that average feeds on itself, and a lone request waits many times
 its model call. Here nothing waits on purpose: a batch is whatever arrived while the calls in flight
 ran, and a request still queued after ``budget_s`` is refused at that moment, never run late.
+
+Spare work (a rollout's shadow copies) yields to live work: it runs only when no live request waits, and is
+dropped, first, whenever more than a batch of live images is queued.
 """
 
 import asyncio
@@ -19,6 +22,10 @@ from ..errors import EngineUnavailable
 
 class QueueTimeout(EngineUnavailable):
     """A request waited longer than the queue budget: 503."""
+
+
+class Dropped(EngineUnavailable):
+    """Spare work refused or dropped for live work."""
 
 
 Gauge = Callable[[int, int], None]  # (items queued, calls in flight), told whenever either changes
@@ -38,18 +45,25 @@ class Batcher:
         self.run, self.max_batch_size, self.budget_s, self.depth = run, max_batch_size, budget_s, depth
         self.gauge = gauge
         self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
+        self.spare: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
         self.calls: set[asyncio.Task] = set()  # in flight (kept referenced until done)
 
-    async def submit(self, items: list) -> list:
-        """Queue ``items`` and return their results, in order, once their batches have run."""
+    async def submit(self, items: list, spare: bool = False) -> list:
+        """Queue ``items`` and return their results, in order, once their batches have run; ``spare`` work is
+        refused (Dropped) while a batch of live work waits."""
         loop = asyncio.get_running_loop()
         if self.worker is None or self.worker.done():
             self.worker = loop.create_task(self._serve())
+        if spare and self._busy(len(items)):
+            raise Dropped("the engine is busy with live work")
         futures = [loop.create_future() for _ in items]
+        queue = self.spare if spare else self.queue
         for item, future in zip(items, futures, strict=True):
-            self.queue.append((item, future, loop.call_later(self.budget_s, self._expire, future)))
+            queue.append((item, future, loop.call_later(self.budget_s, self._expire, future)))
+        if not spare and self._busy(0):
+            self._drop_spare()
         self._report()
         self.wake.set()
         try:
@@ -59,16 +73,31 @@ class Batcher:
                 future.cancel()
             raise
 
+    def _busy(self, more: int) -> bool:
+        """Whether live work fills a batch, or spare work would pass a batch more."""
+        return len(self.queue) > self.max_batch_size or len(self.spare) + more > self.max_batch_size
+
+    def _drop_spare(self) -> None:
+        while self.spare:
+            _, future, expiry = self.spare.popleft()
+            expiry.cancel()
+            if not future.done():
+                future.set_exception(Dropped("dropped for live work"))
+
     def _expire(self, future: asyncio.Future) -> None:
         """Refuse a request the moment its queue budget runs out, not when the batch in progress ends."""
         if not future.done():
             future.set_exception(QueueTimeout(f"queued for more than {self.budget_s:g} s"))
 
     def _take(self) -> list[tuple[object, asyncio.Future]]:
-        """The next batch, oldest first, skipping requests refused or abandoned while they waited."""
+        """The next batch: live requests, else spare work, oldest first."""
+        return self._first(self.queue) or self._first(self.spare)
+
+    def _first(self, queue: deque) -> list[tuple[object, asyncio.Future]]:
+        """Up to a batch from ``queue``, skipping requests refused or abandoned while they waited."""
         batch = []
-        while self.queue and len(batch) < self.max_batch_size:
-            item, future, expiry = self.queue.popleft()
+        while queue and len(batch) < self.max_batch_size:
+            item, future, expiry = queue.popleft()
             if future.done():
                 continue
             expiry.cancel()  # running now: no longer refused for waiting

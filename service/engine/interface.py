@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 OUTPUTS = ("logits", "embedding", "features")  # every model's graph outputs
+SPARE = 2  # the protocol's request ``priority`` of shadow copies (Triton's levels: 1 is the highest; 0, unset)
 
 
 class Item(NamedTuple):
@@ -15,6 +16,7 @@ class Item(NamedTuple):
     model: str  # the store tag, name:version
     pixels: np.ndarray  # (H, W, 3) uint8
     outputs: tuple[str, ...] = ("logits",)
+    shadow: bool = False  # a rollout's copy: it yields to live work (engine/batcher.py)
 
 
 class Result(NamedTuple):
@@ -29,7 +31,8 @@ class Engine(Protocol):
     """An engine: the models behind the Open Inference Protocol's tensor interface."""
 
     async def infer(self, items: list[Item]) -> list[Result]:
-        """Results in item order; raises EngineUnavailable when it cannot take them now."""
+        """Results in item order (one call's items are all shadow copies or none); raises EngineUnavailable when it
+        cannot take them now."""
         ...
 
     async def load(self, tag: str, default: bool) -> None:

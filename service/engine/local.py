@@ -103,8 +103,9 @@ class LocalEngine:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.runner, items)
 
     async def infer(self, items: list[Item]) -> list[Result]:
-        """Results in item order; raises QueueTimeout when the queue budget runs out first."""
-        return await self.batcher.submit(items)
+        """Results in item order; raises QueueTimeout when the queue budget runs out first (Dropped for a shadow copy
+        that live work displaced)."""
+        return await self.batcher.submit(items, spare=items[0].shadow)
 
     async def ready(self) -> bool:
         return True  # warm from the start: __init__ ran every shape bucket

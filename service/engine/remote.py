@@ -25,7 +25,7 @@ from ..protocol import codec
 from ..protocol.paths import change_path, model_path
 from . import addresses
 from .batcher import Batcher
-from .interface import Item, Result, group
+from .interface import SPARE, Item, Result, group
 from .member import PROBE, Member
 
 log = logging.getLogger("resnet.front")
@@ -162,9 +162,12 @@ class RemoteEngine:
                 raise
             raise Failed(f"engine {member.key} judged down while the call waited") from None
 
-    async def _infer_group(self, model: str, pixels: np.ndarray, outputs: tuple[str, ...]) -> list[Result]:
+    async def _infer_group(
+        self, model: str, pixels: np.ndarray, outputs: tuple[str, ...], shadow: bool
+    ) -> list[Result]:
         wanted = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
-        body, length = codec.encode({"outputs": wanted}, "inputs", {"pixels": pixels}, {"pixels"})
+        head = {"outputs": wanted} | ({"parameters": {"priority": SPARE}} if shadow else {})
+        body, length = codec.encode(head, "inputs", {"pixels": pixels}, {"pixels"})
         headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
         self._earn()
         tried: set[str] = set()
@@ -210,14 +213,14 @@ class RemoteEngine:
 
     async def infer(self, items: list[Item]) -> list[Result]:
         await self._start()
-        return await self.batcher.submit(items)
+        return await self.batcher.submit(items, spare=items[0].shadow)
 
     async def _send(self, items: list[Item]) -> list[Result | BaseException]:
         """Each item's result, or the failure of its group's request."""
-        groups = group(items, lambda item: (item.model, item.pixels.shape, item.outputs))
+        groups = group(items, lambda item: (item.model, item.pixels.shape, item.outputs, item.shadow))
         calls = [
-            self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs)
-            for (model, _, outputs), idx in groups.items()
+            self._infer_group(model, np.stack([items[i].pixels for i in idx]), outputs, shadow)
+            for (model, _, outputs, shadow), idx in groups.items()
         ]
         answered = await asyncio.gather(*calls, return_exceptions=True)
         by_item: dict[int, Result | BaseException] = {}

@@ -56,7 +56,7 @@ class EngineServer:
                 for tag in desired.tags
                 if tag in self.engine.models
             ],
-            {name: split(tag)[1] for name, tag in desired.defaults.items()},
+            {name: desired.split(name) for name in desired.defaults},
         )
 
     async def apply(self, desired: Desired) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 from contract import ModelMetadata
 
 from ..errors import ApiError
-from ..protocol.server import only
-from .interface import OUTPUTS, Engine, Item
+from ..protocol.server import only, parameters
+from .interface import OUTPUTS, SPARE, Engine, Item
 
 MAX_TENSOR_IMAGES = 1024  # images in one tensor-model request
 
@@ -47,6 +47,8 @@ class TensorModel:
         if not 1 <= n <= MAX_TENSOR_IMAGES or min(h, w) < side or h * w > self.max_pixels:
             limits = f"N from 1 to {MAX_TENSOR_IMAGES}, sides ≥ {side}, at most {self.max_pixels:,} pixels an image"
             raise ApiError(400, "bad_inputs", f"pixels {list(pixels.shape)}: {limits}")
-        results = await self.engine.infer([Item(self.tag, image, names) for image in pixels])
+        priority = parameters(request).get("priority")
+        spare = isinstance(priority, int) and priority >= SPARE  # a front's shadow copy, or a client's choice
+        results = await self.engine.infer([Item(self.tag, image, names, spare) for image in pixels])
         params = {"model_ms": max(r.model_ms for r in results), "batch_size": max(r.batch_size for r in results)}
         return {o: np.stack([r.outputs[o] for r in results]) for o in names}, params

@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from ..asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from ..errors import ApiError, Reply, reply
 from ..protocol.paths import HEALTH, REPOSITORY, change_refused, is_v2
+from ..rollout import HEADER, ROUTING_KEY
 from .forms import parse
 from .routes import Route
 
@@ -110,6 +111,7 @@ class Guard:
             local = is_loopback((scope.get("client") or ("",))[0])
             if refusal := change_refused(self.token, local):
                 raise ApiError(403, "forbidden", refusal)
+        ROUTING_KEY.set(header(scope, HEADER.encode()))  # a rollout's sticky key (service/rollout.py)
         body = await self._body(scope, receive)
         if body is None:  # the client left
             return

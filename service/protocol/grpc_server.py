@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2_grpc as rpc
 
 from ..asgi import is_loopback, token_ok
 from ..errors import ApiError, reply
+from ..rollout import HEADER, ROUTING_KEY
 from . import codec
 from .codec import ProtocolError
 from .paths import change_refused
@@ -182,6 +183,7 @@ class Servicer(rpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request, context) -> pb.ModelInferResponse:
+        ROUTING_KEY.set(dict(context.invocation_metadata()).get(HEADER))  # a rollout's sticky key, as on HTTP
         return await self._serve(context, lambda: self._infer(request))
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:

@@ -8,16 +8,18 @@ engine's tensor models (service/engine/tensor_model.py) and the front's image mo
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import ApiError, Reply, json_reply, reply
+from ..rollout import Plan, Split
 from . import codec
 from .paths import CHANGE, HEALTH, INDEX, LIVE, MODEL
 
 SERVER_VERSION, EXTENSIONS = "0.1.0", ["binary_tensor_data"]
+LOAD = {"version", "default", "traffic", "shadow", "shadow_rate"}  # a repository load's parameters
 
 
 class Servable(Protocol):
@@ -32,29 +34,36 @@ class Servable(Protocol):
 class Lifecycle(Protocol):
     """Loads and unloads model versions at run time (service/repository.py's Keeper)."""
 
-    async def load(self, name: str, version: str | None, default: bool) -> object: ...
+    async def load(self, name: str, version: str | None, default: bool, plan: Plan | None) -> object: ...
     async def unload(self, name: str, version: str | None) -> object: ...
 
 
 @dataclass(frozen=True)
 class Table:
-    """The servable models: every loaded version of each name, and the version unversioned routes reach."""
+    """The servable models: every loaded version of each name, and how its unversioned requests are shared among
+    them (service/rollout.py: the default, and canaries by weight)."""
 
     versions: dict[str, dict[str, Servable]]
-    defaults: dict[str, str]
+    splits: dict[str, Split]
 
     @classmethod
-    def of(cls, models: list[tuple[str, str, Servable]], defaults: dict[str, str]) -> "Table":
-        """From (name, version, model) triples; a name without a default in ``defaults`` gets its last version."""
+    def of(cls, models: list[tuple[str, str, Servable]], splits: dict[str, Split]) -> "Table":
+        """From (name, version, model) triples; a name without a served default in ``splits`` gets its last
+        version, and canaries not served are left out."""
         versions: dict[str, dict[str, Servable]] = {}
         for name, version, model in models:
             versions.setdefault(name, {})[version] = model
-        chosen = {n: defaults[n] if defaults.get(n) in v else list(v)[-1] for n, v in versions.items()}
+        chosen = {}
+        for name, served in versions.items():
+            split = splits.get(name) or Split(list(served)[-1])
+            default = split.default if split.default in served else list(served)[-1]
+            chosen[name] = replace(split, default=default, canaries=tuple(c for c in split.canaries if c[0] in served))
         return cls(versions, chosen)
 
     def find(self, name: str, version: str | None) -> tuple[str, Servable]:
+        """The version named, or the one this request's share falls to."""
         versions = self.versions.get(name, {})
-        version = version or self.defaults.get(name)
+        version = version or (self.splits[name].pick() if name in self.splits else None)
         if version not in versions:
             loaded = ", ".join(f"{n} ({', '.join(v)})" for n, v in self.versions.items())
             raise ApiError(404, "unknown_model", f"unknown model {name!r} version {version or 'any'}; loaded: {loaded}")
@@ -133,16 +142,17 @@ class Router:
 
     async def change(self, name: str, action: str, params: dict) -> dict:
         """Triton's repository load and unload. Parameters: ``version`` (load: the store's latest when absent; unload:
-        every version when absent) and, on load, ``default`` (true unless false: unversioned routes switch to it)."""
+        every version when absent); on load, ``default`` (true unless false: unversioned routes switch to it), or a
+        rollout instead (service/rollout.py: ``traffic``, or ``shadow`` and ``shadow_rate``)."""
         if self.lifecycle is None:
             raise ApiError(405, "method_not_allowed", "this server's models are fixed")
         version, default = params.get("version"), params.get("default", True)
-        known = {"version", "default"} if action == "load" else {"version", "unload_dependents"}  # tritonclient's
+        known = LOAD if action == "load" else {"version", "unload_dependents"}  # tritonclient's
         if set(params) - known or not isinstance(version, str | None) or not isinstance(default, bool):
             detail = f'send an empty body or {{"parameters": {{...}}}} with only {", ".join(sorted(known))}'
             raise ApiError(400, "bad_request", f"{detail} (a model's files come from the model store)")
         if action == "load":
-            await self.lifecycle.load(name, version, default)
+            await self.lifecycle.load(name, version, default, Plan.of(params))
         else:
             await self.lifecycle.unload(name, version)
         return {"name": name, "versions": list(self.table.versions.get(name, {}))}
