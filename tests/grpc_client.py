@@ -5,6 +5,7 @@ protocol registers the same names (the tests import kserve).
     python -m tests.grpc_client ADDRESS TOKEN IMAGE...   → one JSON object on stdout
     python -m tests.grpc_client lifecycle ADDRESS VERSION
     python -m tests.grpc_client outsider ADDRESS VERSION   (run from another host: a load's refusal)
+    python -m tests.grpc_client rollout ADDRESS VERSION KEY...   (a canary by gRPC, and the versions keys reach)
     python -m tests.grpc_client deadline   → the servicer in this process, over a model slower than any deadline
 """
 
@@ -23,7 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as rpc
 from tritonclient.utils import InferenceServerException
 
-MODEL = "shapes-resnet10"
+MODEL, STAR = "shapes-resnet10", Path(__file__).parents[1] / "docs" / "star.png"
 
 
 def refusal(call) -> list[str]:
@@ -160,13 +161,16 @@ async def deadline() -> dict:
 SERVICE = "inference.GRPCInferenceService"
 
 
-def change(stub, action: str, version: str, **flags: bool) -> None:
+def change(stub, action: str, version: str, **params: bool | int) -> None:
     """Triton's RepositoryModelLoad or RepositoryModelUnload of one version of MODEL."""
     message = pb.RepositoryModelLoadRequest if action == "load" else pb.RepositoryModelUnloadRequest
     request = message(model_name=MODEL)
     request.parameters["version"].string_param = version
-    for key, value in flags.items():
-        request.parameters[key].bool_param = value
+    for key, value in params.items():
+        if isinstance(value, bool):
+            request.parameters[key].bool_param = value
+        else:
+            request.parameters[key].int64_param = value
     getattr(stub, f"RepositoryModel{action.capitalize()}")(request, timeout=120)
 
 
@@ -194,8 +198,32 @@ def lifecycle(address: str, version: str) -> dict:
     return found
 
 
+def rollout(address: str, version: str, *keys: str) -> dict:
+    """``version`` made a canary of 20 % over gRPC (and one of 150 % refused); the version each routing key reaches
+    on the tensor and the image model, and what a request naming the default reaches whatever its key."""
+    stub, client = rpc.GRPCInferenceServiceStub(grpc.insecure_channel(address)), triton.InferenceServerClient(address)
+    change(stub, "load", version, traffic=20)
+    pixels = triton.InferInput("pixels", [1, 64, 64, 3], "UINT8")
+    pixels.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.uint8))
+    images = triton.InferInput("images", [1], "BYTES")
+    images.set_data_from_numpy(np.array([STAR.read_bytes()], dtype=object))
+
+    def reached(model: str, inputs: list, key: str, **kw: str) -> str:
+        return client.infer(model, inputs, headers={"x-routing-key": key}, **kw).get_response().model_version
+
+    default = client.get_model_metadata(MODEL, as_json=True)["versions"][0]
+    return {
+        "tensor": [reached(MODEL, [pixels], key) for key in keys],
+        "image": [reached(f"{MODEL}-image", [images], key) for key in keys],
+        "named": [reached(MODEL, [pixels], key, model_version=default) for key in keys],
+        "too_much": refusal(lambda: change(stub, "load", version, traffic=150)),
+    }
+
+
 if __name__ == "__main__" and sys.argv[1] == "lifecycle":
     print(json.dumps(lifecycle(*sys.argv[2:])))
+elif __name__ == "__main__" and sys.argv[1] == "rollout":
+    print(json.dumps(rollout(*sys.argv[2:])))
 elif __name__ == "__main__" and sys.argv[1] == "outsider":
     print(json.dumps(outsider(*sys.argv[2:])))
 elif __name__ == "__main__" and sys.argv[1] == "deadline":

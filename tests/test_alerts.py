@@ -18,9 +18,25 @@ PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 
 # The service's own metrics by kind (service/metrics.py), and the series /metrics shows of each.
-COUNTERS = ("resnet_images", "resnet_answers", "resnet_ood")
-HISTOGRAMS = ("resnet_batch_size", "resnet_inference_seconds", "resnet_preprocess_seconds", "resnet_top1_probability")
+COUNTERS = (
+    "resnet_images",
+    "resnet_answers",
+    "resnet_ood",
+    "resnet_shadow_compared",
+    "resnet_shadow_agreed",
+    "resnet_shadow_top1_difference",
+    "resnet_shadow_ood",
+    "resnet_shadow_dropped",
+)
+HISTOGRAMS = (
+    "resnet_batch_size",
+    "resnet_inference_seconds",
+    "resnet_preprocess_seconds",
+    "resnet_top1_probability",
+    "resnet_answer_model_seconds",
+)
 GAUGES = (
+    "resnet_shadow_min_agreement",
     "resnet_drift",
     "resnet_drift_threshold",
     "resnet_reference_label_fraction",
@@ -77,7 +93,7 @@ def test_alerts_fire_when_they_should_and_only_then() -> None:
 
 def test_every_alert_tells_an_operator_what_to_do() -> None:
     alerts = {rule["alert"]: rule for rule in rules() if "alert" in rule}
-    assert set(alerts) == {"ResnetDrift", "ResnetOodRate", "ResnetEngineQueueDeep"}
+    assert set(alerts) == {"ResnetDrift", "ResnetOodRate", "ResnetEngineQueueDeep", "ResnetShadowDisagrees"}
     for rule in alerts.values():
         assert rule["for"] and rule["labels"]["severity"], rule["alert"]
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]

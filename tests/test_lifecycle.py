@@ -102,7 +102,8 @@ def test_a_broken_model_fails_its_call_with_the_reason_and_changes_nothing(worke
     contradicts = change(workers2, "load", version=v["contradicts"])
     assert contradicts.status_code == 400 and "contradicts the graph" in contradicts.json()["error"]
     assert index(workers2) == before and classify(workers2)["version"] == v["v1"]
-    assert change(workers2, "load", version="nope").status_code == 404
+    missing = change(workers2, "load", version="nope")
+    assert missing.status_code == 400 and "not in the model store" in missing.json()["error"], "Triton's answer"
     assert change(workers2, "load", version="../../etc").status_code == 400, "not a tag: a 400, never a 500"
     assert change(workers2, "unload").json()["error"].startswith(f"{NAME} is the default model")
     assert change(workers2, "unload").status_code == 409, "the last version of the default model stays"

@@ -205,7 +205,7 @@ def test_every_dashboard_panel_has_data(watched) -> None:
     time.sleep(2)
     panels = json.loads(DASHBOARD.read_text())["panels"]
     empty = []
-    for panel in panels:
+    for panel in [p for p in panels if not p["title"].startswith("Rollout:")]:  # tests/test_rollout_live.py's
         for target in panel.get("targets", []):
             expr = target["expr"].replace("$model", ".*").replace("$__rate_interval", "1m")
             if not query(prom, expr):

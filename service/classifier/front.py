@@ -107,13 +107,13 @@ class Front:
     ) -> list[Image]:
         """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted, and what
         the default answers is copied to its shadows."""
+        monitor = self.monitors[entry.tag]  # before any wait: the version may be unloaded meanwhile
         prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
-        monitor = self.monitors[entry.tag]
         outputs = tuple(dict.fromkeys((*outputs, *monitor.outputs)))
         t = time.perf_counter()
         results = await self.engine.infer([Item(entry.tag, p.pixels, outputs) for p, _ in prepared])
         inference_ms = (time.perf_counter() - t) * 1e3
-        probabilities, verdicts = self._observe(entry.tag, results)
+        probabilities, verdicts = self._observe(monitor, results)
         ran = [
             Image(p, r, probs, ood, ms, inference_ms)
             for (p, ms), r, probs, ood in zip(prepared, results, probabilities, verdicts, strict=True)
@@ -126,19 +126,20 @@ class Front:
                 task.add_done_callback(self.mirrors.discard)
         return ran
 
-    def _observe(self, tag: str, results: list[Result]) -> tuple[np.ndarray, list[OutOfDistribution | None]]:
+    @staticmethod
+    def _observe(monitor: Monitor, results: list[Result]) -> tuple[np.ndarray, list[OutOfDistribution | None]]:
         """(probabilities, verdicts) of a version's results, counted in its telemetry."""
         probabilities = softmax(np.stack([r.outputs["logits"] for r in results]))
         outputs = results[0].outputs
         embeddings = np.stack([r.outputs["embedding"] for r in results]) if "embedding" in outputs else None
-        return probabilities, self.monitors[tag].observe(probabilities, embeddings, [r.model_ms for r in results])
+        return probabilities, monitor.observe(probabilities, embeddings, [r.model_ms for r in results])
 
     async def _shadow(self, live: Entry, tag: str, images: list[Image]) -> None:
         """``tag`` answers the same pixels, after live work; compared with what the default answered, never sent."""
-        entry, comparison = self.entries.get(tag), self.comparisons.get(tag)
-        if entry is None or comparison is None:  # no longer a shadow
+        entry, comparison, monitor = self.entries.get(tag), self.comparisons.get(tag), self.monitors.get(tag)
+        if entry is None or comparison is None or monitor is None:  # no longer a shadow
             return
-        outputs = ("logits", *self.monitors[tag].outputs)
+        outputs = ("logits", *monitor.outputs)
         try:
             results = await self.engine.infer([Item(tag, i.prepared.pixels, outputs, shadow=True) for i in images])
         except EngineUnavailable:
@@ -147,7 +148,7 @@ class Front:
         except Exception:
             log.exception("shadow %s failed", tag)
             return
-        probabilities, verdicts = self._observe(tag, results)
+        probabilities, verdicts = self._observe(monitor, results)
         best = probabilities.argmax(1)
         live_best = [int(i.probabilities.argmax()) for i in images]
         comparison.observe(
@@ -196,10 +197,11 @@ class Front:
         k = entry.meta.num_classes
         if class_index is not None and not 0 <= class_index < k:
             raise ApiError(400, "bad_class_index", f"class_index must be in [0, {k}), got {class_index}")
+        head = self.heads[entry.tag]  # before any wait, as in run
         (image,) = await self.run(entry, policy, [data], ("logits", "features"))
         out, pixels = image.result.outputs, image.prepared.pixels
         cls = int(out["logits"].argmax()) if class_index is None else class_index
-        cam01 = normalise(cam(self.heads[entry.tag][cls], out["features"]))
+        cam01 = normalise(cam(head[cls], out["features"]))
         x, y = peak(cam01)
         x, y = x * pixels.shape[1] / cam01.shape[1], y * pixels.shape[0] / cam01.shape[0]
         return Explanation(
