@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import overhead, report, runtimes, targets, wire, workload, wrk
+from . import overhead, report, runtimes, shadow, targets, wire, workload, wrk
 from .drive import PHOTOS, load, photos, save
 from .server import child, model_home, serve
 from .soak import mixed_requests, soak
@@ -99,11 +99,13 @@ def main() -> None:
     on_cpu = runtimes.measure(OUT, MODELS, PHOTOS, files, six, args.seconds)
     wires = wire.measure(OUT, six[0])
     real = workload.measure(OUT, MODELS / "resnet50", args.seconds, rounds=3)
+    copies = shadow.measure(OUT, MODELS, args.seconds, rounds=3)
     met = workload.targets(real) + targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
-    met += targets.telemetry(telemetry)
-    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires, real)
+    met += targets.telemetry(telemetry) + shadow.targets(copies)
+    report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires, real, copies)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
     summary["telemetry_us"], summary["wire"], summary["workload"] = telemetry, wires, real
+    summary["shadow"] = copies
     summary["runtimes"] = on_cpu
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote BENCHMARKS.md")

@@ -7,7 +7,7 @@ from pathlib import Path
 from contract import cpu_isa, cpu_name
 from contract.threads import usable_cpus
 
-from . import overhead, runtimes, wire, workload
+from . import overhead, runtimes, shadow, wire, workload
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -227,6 +227,7 @@ def write(
     telemetry: dict,
     wires: dict,
     real: dict,
+    copies: dict,
 ) -> str:
     """BENCHMARKS.md and docs/bench_*.png; returns the Markdown."""
     plot(series, DOCS / "bench_http.png")
@@ -270,7 +271,7 @@ metrics in Prometheus multiprocess mode as served; median of 5 × 5,000 calls):
 
 {table(http_rows, COLS_HTTP)}
 """
-    text += overhead.section(cost) + runtimes.section(on_cpu) + wire.section(wires)
+    text += overhead.section(cost) + runtimes.section(on_cpu) + wire.section(wires) + shadow.section(copies)
     text += gpu_section(DOCS / "gpu_check.json")
     (ROOT / "BENCHMARKS.md").write_text(text)
     return text

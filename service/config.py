@@ -85,6 +85,8 @@ class Settings:
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", ""))
     # a shadow's top-1 agreement with the default below which its alert fires (deploy/prometheus/rules.yaml)
     min_agreement: float = field(default_factory=lambda: float(_env("MIN_AGREEMENT", "0.95")))
+    # a shadow's copies are dropped while live calls keep an engine busier than this share of the last second
+    shadow_max_busy: float = field(default_factory=lambda: float(_env("SHADOW_MAX_BUSY", "0.8")))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 

@@ -82,31 +82,31 @@ REFERENCE_LABELS = bentoml.metrics.Gauge(
     multiprocess_mode="livemax",
 )
 
-# A rollout (service/rollout.py): each shadow version against the default, on the same requests.
+# A rollout (service/rollout.py): each shadow version against the default version it copies, on the same requests.
 SHADOW_COMPARED = bentoml.metrics.Counter(
     name="resnet_shadow_compared",
     documentation="Images a shadow version answered beside the default",
-    labelnames=["model", "version"],
+    labelnames=["model", "version", "default"],
 )
 SHADOW_AGREED = bentoml.metrics.Counter(
     name="resnet_shadow_agreed",
     documentation="Compared images whose top-1 label the shadow and the default agree on",
-    labelnames=["model", "version"],
+    labelnames=["model", "version", "default"],
 )
 SHADOW_TOP1_DIFFERENCE = bentoml.metrics.Counter(
     name="resnet_shadow_top1_difference",
     documentation="The sum of the absolute differences of the two top-1 probabilities, over compared images",
-    labelnames=["model", "version"],
+    labelnames=["model", "version", "default"],
 )
 SHADOW_OOD = bentoml.metrics.Counter(
     name="resnet_shadow_ood",
     documentation="Compared images that each side (shadow or default) flags out of distribution",
-    labelnames=["model", "version", "side"],
+    labelnames=["model", "version", "default", "side"],
 )
 SHADOW_DROPPED = bentoml.metrics.Counter(
     name="resnet_shadow_dropped",
     documentation="Images whose shadow copy was dropped to keep the engine for live work",
-    labelnames=["model", "version"],
+    labelnames=["model", "version", "default"],
 )
 MIN_AGREEMENT = bentoml.metrics.Gauge(
     name="resnet_shadow_min_agreement",

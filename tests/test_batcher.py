@@ -128,6 +128,24 @@ def test_spare_work_runs_after_live_work_and_is_dropped_first():
     asyncio.run(main())
 
 
+def test_spare_work_is_dropped_while_live_calls_keep_the_engine_busy():
+    async def main():
+        async def slow(items: list[int]) -> list[int]:
+            await asyncio.sleep(0.1)
+            return items
+
+        batcher = Batcher(slow, max_batch_size=8, budget_s=10, spare_busy=0.8)
+        assert await batcher.submit([1], spare=True) == [1], "an idle engine runs spare work"
+        for i in range(9):  # 0.9 s of the last second busy with live calls
+            await batcher.submit([i])
+        with pytest.raises(Dropped):
+            await batcher.submit([2], spare=True)
+        await asyncio.sleep(0.5)
+        assert await batcher.submit([3], spare=True) == [3], "and once live work leaves room, runs it again"
+
+    asyncio.run(main())
+
+
 def test_a_cancelled_caller_is_skipped():
     async def main():
         model, batcher, busy = await busy_batcher(budget_s=10)

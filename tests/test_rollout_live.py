@@ -43,6 +43,7 @@ def versions(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def served(versions):
     home, v = versions
     env = {"RESNET_MODELS": f"{NAME}:{v['v1']}", "RESNET_FRONT_WORKERS": "2", "RESNET_STATE_DIR": str(home / "state")}
+    env["RESNET_SHADOW_MAX_BUSY"] = "1"  # every copy runs, to compare all of them (drops: tests/test_batcher.py)
     with serve(home, home / "server.log", **env) as url, prometheus(url, home) as prom:
         yield url, prom
 

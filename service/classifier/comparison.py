@@ -12,10 +12,10 @@ SIDES = ("shadow", "default")
 
 
 class Comparison:
-    """One shadow version of ``name`` against the default, in this worker."""
+    """One shadow version of ``name`` against one default version, in this worker."""
 
-    def __init__(self, name: str, version: str) -> None:
-        labels = {"model": name, "version": version}
+    def __init__(self, name: str, version: str, default: str) -> None:
+        labels = {"model": name, "version": version, "default": default}
         self.compared, self.agreed = SHADOW_COMPARED.labels(**labels), SHADOW_AGREED.labels(**labels)
         self.difference, self.dropped = SHADOW_TOP1_DIFFERENCE.labels(**labels), SHADOW_DROPPED.labels(**labels)
         self.ood = {side: SHADOW_OOD.labels(**labels, side=side) for side in SIDES}
@@ -74,20 +74,22 @@ def figures(name: str, default: str, versions: dict[str, str]) -> dict[str, dict
             }
         }
         if role == "shadow":
-            out[version]["comparison"] = _compare(found, mine, default, _p50_ms(seconds, model=name, version=default))
+            pair = mine | {"default": default}
+            out[version]["comparison"] = _compare(found, pair, _p50_ms(seconds, model=name, version=default))
     return out
 
 
-def _compare(found: dict[str, list[Sample]], mine: dict[str, str], default: str, p50: float | None) -> dict:
-    n = _sum(found.get("resnet_shadow_compared", []), **mine)
+def _compare(found: dict[str, list[Sample]], pair: dict[str, str], p50: float | None) -> dict:
+    n = _sum(found.get("resnet_shadow_compared", []), **pair)
 
     def per_image(metric: str, **labels: str) -> float | None:
-        return _sum(found.get(metric, []), **mine, **labels) / n if n else None
+        return _sum(found.get(metric, []), **pair, **labels) / n if n else None
 
+    mine = {"model": pair["model"], "version": pair["version"]}
     return {
-        "against": default,
+        "against": pair["default"],
         "compared": int(n),
-        "dropped": int(_sum(found.get("resnet_shadow_dropped", []), **mine)),
+        "dropped": int(_sum(found.get("resnet_shadow_dropped", []), **pair)),
         "top1_agreement": per_image("resnet_shadow_agreed"),
         "top1_probability_mean_abs_difference": per_image("resnet_shadow_top1_difference"),
         "ood_rate": {side: per_image("resnet_shadow_ood", side=side) for side in SIDES},

@@ -61,7 +61,7 @@ class Front:
         self.splits: dict[str, Split] = {}  # name → how requests naming no version are shared among its versions
         self.heads: dict[str, np.ndarray] = {}
         self.monitors: dict[str, Monitor] = {}
-        self.comparisons: dict[str, Comparison] = {}  # by shadow tag
+        self.comparisons: dict[tuple[str, str], Comparison] = {}  # by (shadow tag, the default version it copies)
         self.mirrors: set[asyncio.Task] = set()  # shadow copies in flight (kept referenced until done)
         self.main = ""  # the model of requests that name none
 
@@ -69,8 +69,10 @@ class Front:
         """Serve these versions, shared as ``splits`` say, from now on (the engine serves them already, warm)."""
         self.heads = {t: self.heads[t] if t in self.heads else e.head()[0] for t, e in entries.items()}
         self.monitors = {t: self.monitors.get(t) or Monitor(e) for t, e in entries.items()}
-        shadows = {f"{name}:{v}": (name, v) for name, split in splits.items() for v, _ in split.shadows}
-        self.comparisons = {t: self.comparisons.get(t) or Comparison(*shadow) for t, shadow in shadows.items()}
+        pairs = [(name, v, split.default) for name, split in splits.items() for v, _ in split.shadows]
+        self.comparisons = {
+            (f"{n}:{v}", d): self.comparisons.get((f"{n}:{v}", d)) or Comparison(n, v, d) for n, v, d in pairs
+        }
         self.entries, self.splits, self.main = entries, splits, main
 
     def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
@@ -136,7 +138,8 @@ class Front:
 
     async def _shadow(self, live: Entry, tag: str, images: list[Image]) -> None:
         """``tag`` answers the same pixels, after live work; compared with what the default answered, never sent."""
-        entry, comparison, monitor = self.entries.get(tag), self.comparisons.get(tag), self.monitors.get(tag)
+        entry, monitor = self.entries.get(tag), self.monitors.get(tag)
+        comparison = self.comparisons.get((tag, live.version))
         if entry is None or comparison is None or monitor is None:  # no longer a shadow
             return
         outputs = ("logits", *monitor.outputs)

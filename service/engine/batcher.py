@@ -9,11 +9,13 @@ past queue waits; after a burst that average feeds on itself, and a lone request
 its model call. Here nothing waits on purpose: a batch is whatever arrived while the calls in flight
 ran, and a request still queued after ``budget_s`` is refused at that moment, never run late.
 
-Spare work (a rollout's shadow copies) yields to live work: it runs only when no live request waits, and is
-dropped, first, whenever more than a batch of live images is queued.
+Spare work (a rollout's shadow copies) yields to live work: it runs only when no live request waits, in time that
+live work leaves idle, and is dropped, first (counted by its caller), whenever more than a batch of live images is
+queued or live calls kept the engine busy for more than ``spare_busy`` of the last second.
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -31,6 +33,37 @@ class Dropped(EngineUnavailable):
 Gauge = Callable[[int, int], None]  # (items queued, calls in flight), told whenever either changes
 
 
+class Busy:
+    """How much of the last ``window_s`` live calls were running (calls in flight together add up)."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.spans: deque[tuple[float, float]] = deque()  # finished calls: (start, end)
+        self.running: dict[object, float] = {}  # call → its start
+
+    def start(self) -> object:
+        token = object()
+        self.running[token] = time.monotonic()
+        return token
+
+    def end(self, token: object | None) -> None:
+        if token is not None:
+            now = time.monotonic()
+            self.spans.append((self.running.pop(token), now))
+            self._forget(now - self.window_s)
+
+    def _forget(self, since: float) -> None:
+        while self.spans and self.spans[0][1] < since:
+            self.spans.popleft()
+
+    def share(self) -> float:
+        now = time.monotonic()
+        since = now - self.window_s
+        self._forget(since)
+        spans = [*self.spans, *((start, now) for start in self.running.values())]
+        return sum(end - max(start, since) for start, end in spans) / self.window_s
+
+
 class Batcher:
     """``run`` takes a batch of items and returns each one's result or exception, in order."""
 
@@ -41,9 +74,10 @@ class Batcher:
         budget_s: float,
         depth: int = 1,
         gauge: Gauge | None = None,
+        spare_busy: float = 0.8,
     ) -> None:
         self.run, self.max_batch_size, self.budget_s, self.depth = run, max_batch_size, budget_s, depth
-        self.gauge = gauge
+        self.gauge, self.spare_busy, self.busy = gauge, spare_busy, Busy()
         self.queue: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.spare: deque[tuple[object, asyncio.Future, asyncio.TimerHandle]] = deque()
         self.wake = asyncio.Event()
@@ -52,7 +86,7 @@ class Batcher:
 
     async def submit(self, items: list, spare: bool = False) -> list:
         """Queue ``items`` and return their results, in order, once their batches have run; ``spare`` work is
-        refused (Dropped) while a batch of live work waits."""
+        refused (Dropped) while live work fills the engine."""
         loop = asyncio.get_running_loop()
         if self.worker is None or self.worker.done():
             self.worker = loop.create_task(self._serve())
@@ -74,8 +108,9 @@ class Batcher:
             raise
 
     def _busy(self, more: int) -> bool:
-        """Whether live work fills a batch, or spare work would pass a batch more."""
-        return len(self.queue) > self.max_batch_size or len(self.spare) + more > self.max_batch_size
+        """Whether live work fills a batch or the engine's time, or spare work would pass a batch more."""
+        full = len(self.queue) > self.max_batch_size or len(self.spare) + more > self.max_batch_size
+        return full or self.busy.share() > self.spare_busy
 
     def _drop_spare(self) -> None:
         while self.spare:
@@ -89,9 +124,15 @@ class Batcher:
         if not future.done():
             future.set_exception(QueueTimeout(f"queued for more than {self.budget_s:g} s"))
 
-    def _take(self) -> list[tuple[object, asyncio.Future]]:
-        """The next batch: live requests, else spare work, oldest first."""
-        return self._first(self.queue) or self._first(self.spare)
+    def _take(self) -> tuple[list[tuple[object, asyncio.Future]], bool]:
+        """(the next batch, whether it is live): live requests, else spare work (dropped if live work keeps the
+        engine busy), oldest first."""
+        if (live := self._first(self.queue)) or not self.spare:
+            return live, True
+        if self._busy(0):
+            self._drop_spare()
+            return [], False
+        return self._first(self.spare), False
 
     def _first(self, queue: deque) -> list[tuple[object, asyncio.Future]]:
         """Up to a batch from ``queue``, skipping requests refused or abandoned while they waited."""
@@ -111,11 +152,11 @@ class Batcher:
             self.wake.clear()
             while True:
                 await slots.acquire()
-                if not (batch := self._take()):
+                if not (batch := self._take())[0]:
                     slots.release()
                     self._report()  # what expired while it waited is gone
                     break
-                call = asyncio.get_running_loop().create_task(self._call(batch))
+                call = asyncio.get_running_loop().create_task(self._call(*batch))
                 self.calls.add(call)
                 self._report()
                 call.add_done_callback(lambda done: (self.calls.discard(done), slots.release(), self._report()))
@@ -124,11 +165,14 @@ class Batcher:
         if self.gauge is not None:
             self.gauge(len(self.queue), len(self.calls))
 
-    async def _call(self, batch: list[tuple[object, asyncio.Future]]) -> None:
+    async def _call(self, batch: list[tuple[object, asyncio.Future]], live: bool) -> None:
+        started = self.busy.start() if live else None
         try:
             results = await self.run([item for item, _ in batch])
         except Exception as exc:  # the whole call failed: every request in it fails
             results = [exc] * len(batch)
+        finally:
+            self.busy.end(started)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

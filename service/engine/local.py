@@ -54,7 +54,8 @@ class LocalEngine:
         # GPU, a second batch in flight overlaps its copies with the first one's compute (Triton's instance count 2)
         depth = settings.batches_in_flight
         self.pool = ThreadPoolExecutor(depth, thread_name_prefix="engine")
-        self.batcher = Batcher(self._run, self.size, settings.max_latency_ms / 1e3, depth, _queue)
+        budget_s, busy = settings.max_latency_ms / 1e3, settings.shadow_max_busy
+        self.batcher = Batcher(self._run, self.size, budget_s, depth, _queue, spare_busy=busy)
         log.warning(
             "engine ready in %.1f s: %d model(s), %d (batch size, shape) pairs warmed, %d threads, spinning %s",
             time.perf_counter() - started,
