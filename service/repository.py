@@ -24,6 +24,7 @@ from .rollout import Plan, Split
 
 log = logging.getLogger("resnet.repository")
 FILE = "models.json"
+SHARED = ("defaults", "traffic", "shadows", "previous")
 
 
 def split(tag: str) -> tuple[str, str]:
@@ -129,6 +130,15 @@ class Desired:
             tuple((split(t)[1], self.traffic[t]) for t in mine if t in self.traffic),
             tuple((split(t)[1], self.shadows[t]) for t in mine if t in self.shadows),
         )
+
+    def shared(self) -> dict:
+        """What hosts of one fleet share: versions in load order, defaults and rollouts (not each host's main model
+        or change count)."""
+        return {"tags": list(self.tags), **{k: getattr(self, k) for k in SHARED}}
+
+    def adopted(self, shared: dict) -> "Desired":
+        """This set made ``shared`` (the main model stays this host's)."""
+        return replace(self, tags=tuple(shared["tags"]), **{k: dict(shared[k]) for k in SHARED})
 
     def dump(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -242,7 +252,7 @@ class Keeper:
     def __init__(
         self,
         repository: Repository,
-        prepare: Callable[[str, bool], Awaitable[None]],
+        prepare: Callable[[str, bool, Plan | None], Awaitable[None]],
         apply: Callable[[Desired], Awaitable[None]],
         settle_s: float = 120,
     ) -> None:
@@ -263,7 +273,7 @@ class Keeper:
         async with self.lock:
             how(await asyncio.to_thread(self.repository.read, []))
             try:
-                await self.prepare(tag, default and plan is None)
+                await self.prepare(tag, default and plan is None, plan)
             except ApiError:
                 raise
             except Exception as exc:  # the reason: a file onnxruntime refuses, metadata that breaks the contract
@@ -285,6 +295,36 @@ class Keeper:
             await self._apply(desired)
         await self.settled(desired)
         return desired
+
+    async def adopt(self, shared: dict) -> Desired:
+        """This host's set made ``shared`` (an engine told by a front, or a front following its fleet); each process
+        loads and warms what is new as it applies it."""
+        async with self.lock:
+            return await self._adopt(shared)
+
+    async def _adopt(self, shared: dict) -> Desired:
+        current = await asyncio.to_thread(self.repository.read, [])
+        if current.shared() == shared:
+            return current
+        desired = await asyncio.to_thread(self.repository.change, lambda d: d.adopted(shared))
+        await self._apply(desired)
+        return desired
+
+    async def follow(self, agreed: Callable[[], Awaitable[dict | None]], every_s: float = 1.0) -> None:
+        """Adopt each new set that every engine of the fleet agrees on: a change made through another front. Only a
+        change on the engines counts: while they catch up with this front's own change, or disagree after a
+        partition, the set they last agreed on stays as it was, and so does this host's."""
+        last = None
+        while True:
+            await asyncio.sleep(every_s)
+            async with self.lock:  # asked under the lock: never a set from the middle of this process's own change
+                try:
+                    shared = await agreed()
+                    if shared is not None and shared != last:
+                        last = shared
+                        await self._adopt(shared)
+                except Exception:
+                    log.exception("the fleet's set of models could not be followed")
 
     async def _apply(self, desired: Desired) -> None:
         await self.apply(desired)

@@ -53,6 +53,12 @@ class Plan:
         rate = _number(1 if rate is None else rate, 1, "shadow_rate is a share from 0 to 1")
         return cls(shadow_rate=rate if shadow else 0.0)
 
+    def parameters(self) -> dict:
+        """As a repository load sends it (what ``of`` reads)."""
+        if self.traffic is not None:
+            return {"traffic": self.traffic}
+        return {"shadow": bool(self.shadow_rate)} | ({"shadow_rate": self.shadow_rate} if self.shadow_rate else {})
+
 
 def _number(value: object, most: float, reason: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= most:

@@ -21,6 +21,7 @@ from .metrics import MIN_AGREEMENT
 from .protocol import grpc_server
 from .protocol.server import Router, Servable, Table
 from .repository import Desired, Keeper, Repository
+from .rollout import Plan
 
 log = logging.getLogger("resnet.front")
 
@@ -53,7 +54,7 @@ class Worker:
         self._serve({tag: catalog.load(tag) for tag in desired.tags}, desired)
         repository.applied(desired)
         MIN_AGREEMENT.set(settings.min_agreement)
-        self.grpc, self.watching = None, None
+        self.grpc, self.watching = None, []
 
     def _serve(self, entries: dict[str, catalog.Entry], desired: Desired) -> None:
         """Route to these versions from now on."""
@@ -64,13 +65,15 @@ class Worker:
             models.append((e.name, e.version, TensorModel(tag, e.meta, self.engine, self.settings.max_pixels)))
             models.append((f"{e.name}-image", e.version, ImageModel(tag, e.meta, self.front)))
         table = Table.of(models, splits)
+        if isinstance(self.engine, RemoteEngine):
+            self.engine.shared = desired.shared()
         self.front.update(entries, {e.name: table.splits[e.name] for e in entries.values()}, desired.main)
         self.router.table = table
 
-    async def prepare(self, tag: str, default: bool) -> None:
+    async def prepare(self, tag: str, default: bool, plan: Plan | None) -> None:
         """A version about to be loaded: its metadata meets the contract, and the engine has it warm."""
         catalog.load(tag)
-        await self.engine.load(tag, default)
+        await self.engine.load(tag, default, plan)
 
     async def apply(self, desired: Desired) -> None:
         """Serve the desired set: the engine loads and warms what is new first, then the routes switch."""
@@ -93,7 +96,9 @@ class Worker:
         install_header_deadlines(s.header_timeout_s, s.max_header_bytes)
         loop = asyncio.get_running_loop()
         loop.set_default_executor(self.threads.executor())
-        self.watching = loop.create_task(self.keeper.watch())
+        self.watching = [loop.create_task(self.keeper.watch())]
+        if isinstance(self.engine, RemoteEngine):  # a change through another front reaches this one
+            self.watching.append(loop.create_task(self.keeper.follow(self.engine.agreed)))
         if s.grpc_port:
             self.grpc = await grpc_server.start(
                 self.router, s.grpc_port, s.api_token, s.timeout_s, s.max_body_bytes, s.max_concurrency
@@ -104,8 +109,8 @@ class Worker:
         return self.engine.keep_series(text) if isinstance(self.engine, RemoteEngine) else text
 
     async def close(self) -> None:
-        if self.watching is not None:
-            self.watching.cancel()
+        for task in self.watching:
+            task.cancel()
         if self.grpc is not None:
             await self.grpc.stop(grace=5)
         await self.engine.close()

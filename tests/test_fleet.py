@@ -3,6 +3,7 @@ an engine dies or hangs under load, loads reaching every engine, per-engine figu
 (the address list, the retry budget) on their own."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from loadtest import wrk
 from loadtest.server import serve as serve_command
 from service.engine import addresses
 from service.engine.remote import GONE_S, RETRY_TOKENS, RemoteEngine
+from service.errors import ApiError
 from tests.conftest import ROOT
 from tests.server import DEFAULT, INT8, import_models, serve, stored, variant
 
@@ -60,6 +62,32 @@ def test_retries_are_a_tenth_of_calls() -> None:
     assert sum(engine._may_retry() for _ in range(100)) == 5
 
 
+def test_an_engine_that_joins_gets_the_fleets_set_with_this_fronts_versions_added() -> None:
+    engine = RemoteEngine(("http://a:1",), "", 1, ("m:1", "x:1"))
+    empty = {"traffic": {}, "shadows": {}, "previous": {}}
+    engine.shared = {"tags": ["m:1", "x:1"], "defaults": {"m": "m:1", "x": "x:1"}, **empty}
+    fleet = {"tags": ["m:1", "m:2"], "defaults": {"m": "m:2"}, **empty, "traffic": {"m:1": 10.0}}
+    assert engine._joined(fleet) == {
+        "tags": ["m:1", "m:2", "x:1"],
+        "defaults": {"m": "m:2", "x": "x:1"},
+        **empty,
+        "traffic": {"m:1": 10.0},
+    }, "the fleet's defaults and rollouts, and no version this front routes to missing"
+    assert engine._joined(None) == engine.shared, "alone, the front's own"
+
+
+def test_an_engine_refuses_a_set_that_is_not_one() -> None:
+    from service.engine.server import _shared
+
+    good = {"tags": ["m:1"], "defaults": {"m": "m:1"}, "traffic": {}, "shadows": {}, "previous": {}}
+    assert _shared(json.dumps(good).encode()) == good
+    wrong = [{**good, "tags": "m:1"}, {**good, "traffic": {"m:1": "x"}}, {k: good[k] for k in ("tags", "defaults")}]
+    for bad in [b"", b"[]", *(json.dumps(w).encode() for w in wrong)]:
+        with pytest.raises(ApiError) as refused:
+            _shared(bad)
+        assert refused.value.status == 400
+
+
 @pytest.mark.slow
 def test_a_malformed_list_stops_the_preflight_check(tmp_path) -> None:
     env = {**os.environ, "RESNET_ENGINE_URL": "http://engine-a:3001,engine-b", "BENTOML_HOME": str(tmp_path)}
@@ -87,7 +115,7 @@ def fleet(tmp_path_factory):
         ]
         front_env = {"RESNET_MODELS": MODELS, "RESNET_ENGINE_URL": ",".join(engines), "RESNET_ENGINE_TOKEN": TOKEN}
         front = stack.enter_context(serve(home, root / "front.log", RESNET_FRONT_WORKERS="2", **front_env))
-        yield {"front": front, "engines": engines, "env": env, "root": root}
+        yield {"front": front, "engines": engines, "env": env, "root": root, "stack": stack}
 
 
 def calls_per_engine(front: str) -> dict[str, float]:
@@ -149,6 +177,77 @@ def test_a_load_through_the_front_reaches_every_engine(fleet, tmp_path) -> None:
     gone = httpx.post(f"{url}/unload", json={"parameters": {"version": v2}}, timeout=120)
     assert gone.status_code == 200, gone.text
     assert not any(v2 in engine_versions(e) for e in fleet["engines"]), "unloaded from every engine"
+
+
+def desired(engine: str) -> dict:
+    """The engine's set, without its start's mark."""
+    answer = httpx.get(f"{engine}/v2/repository/desired", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    return {k: v for k, v in answer.json().items() if k != "boot"}
+
+
+def answered_by(front: str, key: str | None = None) -> str:
+    files, headers = {"image": ("star.png", STAR.read_bytes(), "image/png")}, {"x-routing-key": key} if key else {}
+    answer = httpx.post(f"{front}/classify", files=files, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["version"]
+
+
+def settles(check, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_change_through_one_front_reaches_the_other_and_a_restarted_engine(fleet, tmp_path) -> None:
+    """A second front (its own state folder) on the same engines follows what the first one loads, promotes,
+    canaries and rolls back, answering every request meanwhile; an engine restarted empty gets the set before its
+    first call."""
+    v1 = answered_by(fleet["front"])
+    v2 = stored(fleet["env"]["BENTOML_HOME"], variant(INT8, tmp_path / "v2"))
+    front_env = {"RESNET_MODELS": MODELS, "RESNET_ENGINE_URL": ",".join(fleet["engines"]), "RESNET_ENGINE_TOKEN": TOKEN}
+    home = fleet["env"]["BENTOML_HOME"]
+    with serve(home, fleet["root"] / "front2.log", **front_env) as front2:
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                statuses.append(classify(front2))
+
+        checker = threading.Thread(target=hammer)
+        checker.start()
+        url = f"{fleet['front']}/v2/repository/models/shapes-resnet10"
+        assert httpx.post(f"{url}/load", json={"parameters": {"version": v2}}, timeout=120).status_code == 200
+        settles(lambda: answered_by(front2) == v2)
+        assert all(desired(e)["defaults"]["shapes-resnet10"] == f"shapes-resnet10:{v2}" for e in fleet["engines"])
+        canary = httpx.post(f"{url}/load", json={"parameters": {"version": v1, "traffic": 50}}, timeout=120)
+        assert canary.status_code == 200, canary.text
+        keys = [f"k{i}" for i in range(30)]
+        settles(lambda: [answered_by(front2, k) for k in keys] == [answered_by(fleet["front"], k) for k in keys])
+        assert {answered_by(front2, k) for k in keys} == {v1, v2}, "the same keys on the same versions on both fronts"
+        back = f"{front2}/v2/repository/models/shapes-resnet10/unload"
+        assert httpx.post(back, json={"parameters": {"version": v2}}, timeout=120).status_code == 200
+        settles(lambda: answered_by(fleet["front"]) == v1)
+        stop.set()
+        checker.join(60)
+        assert set(statuses) == {200} and len(statuses) > 20, "no answer from a half-changed fleet is lost"
+
+        assert httpx.post(f"{url}/load", json={"parameters": {"version": v2}}, timeout=120).status_code == 200
+        settles(lambda: answered_by(front2) == v2)
+        restarted = fleet["engines"][0]
+        port = int(restarted.rsplit(":", 1)[1])
+        os.kill(engine_process(restarted).pid, signal.SIGKILL)
+        env = {**fleet["env"], "RESNET_STATE_DIR": str(tmp_path / "fresh")}  # its set is gone: only RESNET_MODELS
+        command, ready = engine_command(), "/v2/health/ready"
+        again = serve_command("e0-again", env, tmp_path / "e0.log", command=command, ready_path=ready, port=port)
+        fleet["stack"].enter_context(again)  # it stays for the tests after this one
+        settles(lambda: desired(restarted) == desired(fleet["engines"][1]))
+        key = restarted.split("//")[1]
+        before = calls_per_engine(fleet["front"]).get(key, 0)
+        settles(lambda: classify(fleet["front"]) == 200 and calls_per_engine(fleet["front"]).get(key, 0) > before)
+        assert httpx.post(back, json={"parameters": {"version": v2}}, timeout=120).status_code == 200
 
 
 @pytest.mark.slow

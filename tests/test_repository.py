@@ -86,3 +86,9 @@ def test_the_rollout_is_kept_in_the_file_and_an_old_file_reads_without_one(tmp_p
     assert repository.read([]) == Desired((A1,), {"a": A1}, "a", 3)
     changed = repository.change(lambda d: d.loaded(A2, default=True).routed(A3, Plan(traffic=25)))
     assert Repository(str(tmp_path), "engine").read([]) == changed and changed.previous == {A2: A1}
+
+
+def test_a_fleet_shares_versions_defaults_and_rollouts_but_not_the_main_model() -> None:
+    d = Desired.of([A1, B1]).loaded(A2, default=True).routed(A3, Plan(shadow_rate=0.5))
+    adopted = Desired.of([B1]).adopted(d.shared())
+    assert adopted.main == "b" and adopted.shared() == d.shared() and adopted.previous == {A2: A1}

@@ -6,6 +6,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ..rollout import Plan
+
 OUTPUTS = ("logits", "embedding", "features")  # every model's graph outputs
 SPARE = 2  # the protocol's request ``priority`` of shadow copies (Triton's levels: 1 is the highest; 0, unset)
 
@@ -35,8 +37,9 @@ class Engine(Protocol):
         cannot take them now."""
         ...
 
-    async def load(self, tag: str, default: bool) -> None:
-        """``tag`` (name:version) loaded and warm, or the reason it cannot be."""
+    async def load(self, tag: str, default: bool, plan: Plan | None = None) -> None:
+        """``tag`` (name:version) loaded and warm, or the reason it cannot be (``default`` and ``plan``: what the
+        front's repository call asked, for engines that keep a set of their own)."""
         ...
 
     async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import catalog
 from ..config import Settings
+from ..errors import ApiError
 from ..metrics import BATCH_SIZE, IN_FLIGHT, INFERENCE_SECONDS, QUEUED
+from ..rollout import Plan
 from . import runtimes
 from .batcher import Batcher
 from .interface import Item, Result
@@ -74,7 +76,7 @@ class LocalEngine:
         model = runtimes.load(entry, sessions, s.runtime, self.threads)
         return model, model.warmup()
 
-    async def load(self, tag: str, default: bool = True) -> None:
+    async def load(self, tag: str, default: bool = True, plan: Plan | None = None) -> None:
         """``tag`` loaded and warm (off the event loop: requests go on meanwhile) before it takes any traffic."""
         if (timer := self.retiring.pop(tag, None)) is not None:
             timer.cancel()
@@ -105,7 +107,9 @@ class LocalEngine:
 
     async def infer(self, items: list[Item]) -> list[Result]:
         """Results in item order; raises QueueTimeout when the queue budget runs out first (Dropped for a shadow copy
-        that live work displaced)."""
+        that live work displaced); 404 for a version unloaded and retired since the request found it."""
+        if gone := {i.model for i in items} - self.models.keys():
+            raise ApiError(404, "unknown_model", f"{', '.join(sorted(gone))} is no longer loaded")
         return await self.batcher.submit(items, spare=items[0].shadow)
 
     async def ready(self) -> bool:

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ApiError, EngineUnavailable
 from ..protocol import codec
-from ..protocol.paths import change_path, model_path
+from ..protocol.paths import DESIRED, change_path, model_path
+from ..rollout import Plan
 from . import addresses
 from .batcher import Batcher
 from .interface import SPARE, Item, Result, group
@@ -54,6 +55,7 @@ class RemoteEngine:
         self.members: dict[str, Member] = {}
         self.gone: dict[str, float] = {}  # engine key → when it left
         self.tokens = RETRY_TOKENS
+        self.shared: dict = {}  # the front's set (repository.Desired.shared), which service/worker.py keeps current
         self._watching: asyncio.Task | None = None
         self._started: asyncio.Future | None = None
 
@@ -104,15 +106,59 @@ class RemoteEngine:
         await asyncio.gather(*(self._sync(m) for m in members if m.up and not m.synced))
 
     async def _sync(self, member: Member) -> None:
-        """Load what the member lacks of the front's models (its default versions stay its own)."""
+        """A member that (re)joins serves this front's versions before it takes a call. An engine of this project that
+        started since it was last seen (new, or restarted with its set gone) is given the set the other engines
+        agree on (versions, defaults, rollouts) with this front's versions added; one that was only unreachable
+        keeps its set, and is given the versions it lacks; another protocol server (Triton) must serve each."""
         try:
-            for tag in self.models:
-                if not await self._serves(member, tag):
-                    await self._load(member, tag, default=False)
+            if await self._versioned(member):
+                status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+                found = json.loads(data) if status == 200 else {}
+                if found.get("boot") != member.boot:
+                    if joined := self._joined(await self._agreement(without=member)):  # none: no set to give
+                        await self._give(member, joined)
+                    member.boot = found.get("boot")
+            for tag in [t for t in self.models if not await self._serves(member, t)]:
+                await self._load(member, tag, default=False, plan=None)
         except ApiError as exc:  # EngineUnavailable too: tried again at the next heartbeat
             log.warning("engine %s cannot take this front's models yet: %s", member.key, exc.detail)
             return
         member.synced = True
+
+    async def _give(self, member: Member, shared: dict) -> None:
+        status, _, data = await self._call(member, "PUT", DESIRED, json=shared)
+        if status != 200:
+            raise ApiError(502, "engine_refused", f"it answered {status}: {_error(data)}")
+
+    def _joined(self, fleet: dict | None) -> dict:
+        """The fleet's set with this front's versions (and the defaults of names it alone has) added: no version
+        this front routes to is ever missing from an engine."""
+        if fleet is None:
+            return self.shared
+        own = self.shared
+        tags = fleet["tags"] + [t for t in own["tags"] if t not in fleet["tags"]]
+        defaults = {n: t for n, t in own["defaults"].items() if n not in fleet["defaults"]} | fleet["defaults"]
+        return fleet | {"tags": tags, "defaults": defaults}
+
+    async def agreed(self) -> dict | None:
+        """The set every engine of this project that is up holds, if they all hold the same one (a change through any
+        front reaches them all); None while they differ or none answers."""
+        await self._start()
+        return await self._agreement()
+
+    async def _agreement(self, without: Member | None = None) -> dict | None:
+        found = []
+        for member in [m for m in self._up() if m is not without]:
+            try:
+                if not await self._versioned(member):
+                    continue
+                status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+            except EngineUnavailable:  # gone since the heartbeat: no agreement this time
+                return None
+            if status != 200:
+                return None
+            found.append({k: v for k, v in json.loads(data).items() if k != "boot"})
+        return found[0] if found and all(f == found[0] for f in found) else None
 
     def _up(self) -> list[Member]:
         return [m for m in self.members.values() if m.up]
@@ -265,22 +311,23 @@ class RemoteEngine:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailable(f"engine {member.key}: {exc or 'no answer in time'}") from None
 
-    async def _load(self, member: Member, tag: str, default: bool) -> None:
+    async def _load(self, member: Member, tag: str, default: bool, plan: Plan | None) -> None:
         name, _, version = tag.partition(":")
-        body = {"parameters": {"version": version, "default": default}}
+        body = {"parameters": {"version": version, **({"default": default} if plan is None else plan.parameters())}}
         status, _, data = await self._call(member, "POST", change_path(name, "load"), json=body)
         if status in BUSY:
             raise EngineUnavailable(f"engine {member.key} answered {status}")
         if status != 200:
             raise ApiError(400, "load_failed", _error(data))
 
-    async def load(self, tag: str, default: bool) -> None:
-        """Every engine that is up loads ``tag`` (warm when it answers), or the reason one cannot."""
+    async def load(self, tag: str, default: bool, plan: Plan | None = None) -> None:
+        """Every engine that is up loads ``tag`` (warm when it answers) as the front does (the default, or a canary
+        or shadow by ``plan``), or the reason one cannot."""
         await self._start()
         up = self._up()
         if not up:
             raise EngineUnavailable("no engine is up")
-        await asyncio.gather(*(self._load(m, tag, default) for m in up))
+        await asyncio.gather(*(self._load(m, tag, default, plan) for m in up))
 
     async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
         """Wait (up to the request timeout) until every engine that is up serves each new tag; tell them to unload
@@ -308,14 +355,18 @@ class RemoteEngine:
         except EngineUnavailable:
             return False
 
-    async def _path(self, member: Member, tag: str) -> str:
-        """The protocol's path of ``name:version``; of the name alone (its default version) on a name alone, or on
-        another server than this project's engine (Triton numbers its versions itself)."""
+    async def _versioned(self, member: Member) -> bool:
+        """Whether the member is this project's engine (it serves the store's versions), asked once."""
         if member.versioned is None:
             status, _, data = await self._call(member, "GET", "/v2")
             member.versioned = status == 200 and json.loads(data).get("name", "").startswith("resnet-serve")
+        return member.versioned
+
+    async def _path(self, member: Member, tag: str) -> str:
+        """The protocol's path of ``name:version``; of the name alone (its default version) on a name alone, or on
+        another server than this project's engine (Triton numbers its versions itself)."""
         name, _, version = tag.partition(":")
-        return model_path(name, version if member.versioned else None)
+        return model_path(name, version if await self._versioned(member) else None)
 
     def keep_series(self, text: str) -> str:
         """/metrics without the series of engines gone for more than GONE_S (prometheus_client's multiprocess mode

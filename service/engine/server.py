@@ -11,17 +11,19 @@ needs ``Authorization: Bearer <token>``, checked before the body is read.
 
 import argparse
 import asyncio
+import json
 import logging
+import secrets
 import sys
 
 import prometheus_client
 
 from ..asgi import BodyTooLarge, bearer_ok, header, is_loopback, read_body, send_reply
 from ..config import Settings
-from ..errors import ApiError, Reply, reply
+from ..errors import ApiError, Reply, json_reply, reply
 from ..http.internals import install_header_deadlines
 from ..protocol import codec
-from ..protocol.paths import HEALTH
+from ..protocol.paths import DESIRED, HEALTH
 from ..protocol.server import Router, Table
 from ..repository import Desired, Keeper, Repository, split
 from .local import LocalEngine
@@ -46,22 +48,23 @@ class EngineServer:
         self.max_pixels = settings.max_pixels
         self.keeper = Keeper(repository, self.engine.load, self.apply, settle_s=0)
         self.router = Router("resnet-serve-engine", self._table(desired), self.engine.ready, self.keeper)
+        self.desired, self.boot = desired, secrets.token_hex(8)  # boot: a restart is a new engine to its fronts
         repository.applied(desired)
         self.watching: asyncio.Task | None = None
 
     def _table(self, desired: Desired) -> Table:
+        """The set's versions, and those just unloaded that the engine still holds (engine/local.py keeps them for
+        the request timeout): a front elsewhere may still name them until it follows the change."""
+        models = {tag: TensorModel(tag, m.meta, self.engine, self.max_pixels) for tag, m in self.engine.models.items()}
         return Table.of(
-            [
-                (*split(tag), TensorModel(tag, self.engine.models[tag].meta, self.engine, self.max_pixels))
-                for tag in desired.tags
-                if tag in self.engine.models
-            ],
+            [(*split(tag), models[tag]) for tag in desired.tags if tag in models],
             {name: desired.split(name) for name in desired.defaults},
+            {split(tag): model for tag, model in models.items() if tag not in desired.tags},
         )
 
     async def apply(self, desired: Desired) -> None:
         await self.engine.apply(desired.tags)
-        self.router.table = self._table(desired)
+        self.router.table, self.desired = self._table(desired), desired
 
     def watch(self) -> None:
         """Follow the desired set that other processes change (in the server's event loop), with decoding and file
@@ -88,6 +91,8 @@ class EngineServer:
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
         if path == "/metrics" and method == "GET":
             return Reply(200, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST.encode())
+        if path == DESIRED and method == "GET":
+            return json_reply(200, {"boot": self.boot, **self.desired.shared()})
         if self.in_flight >= self.max_in_flight:  # bodies held in memory are bounded too
             raise ApiError(429, "too_many_requests", f"{self.max_in_flight} requests already in flight")
         self.in_flight += 1
@@ -95,11 +100,30 @@ class EngineServer:
             body = await read_body(scope, receive, self.max_body)
             if body is None:
                 return None
+            if path == DESIRED and method == "PUT":
+                return json_reply(200, (await self.keeper.adopt(_shared(body))).shared())
             return await self.router(method, path, header(scope, codec.HEADER.encode()), body)
         except BodyTooLarge:
             raise ApiError(413, "body_too_large", f"request body exceeds {self.max_body:,} bytes") from None
         finally:
             self.in_flight -= 1
+
+
+def _shared(body: bytes) -> dict:
+    """A fleet's set as a front sends it; 400 for anything else."""
+    try:
+        shared = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        shared = None
+    tables = {"defaults": str, "previous": str, "traffic": int | float, "shadows": int | float}
+    shaped = isinstance(shared, dict) and set(shared) == {"tags", *tables} and isinstance(shared["tags"], list)
+    shaped = shaped and all(isinstance(t, str) for t in shared["tags"])
+    if not shaped or not all(
+        isinstance(shared[k], dict) and all(isinstance(v, kind) for v in shared[k].values())
+        for k, kind in tables.items()
+    ):
+        raise ApiError(400, "bad_request", f"send the set as GET {DESIRED} gives it")
+    return shared
 
 
 async def _lifespan(receive, send, started) -> None:

@@ -11,6 +11,7 @@ INDEX = "/v2/repository/index"
 REPOSITORY = "/v2/repository/models/"  # loading and unloading models: a token, or a caller on this machine
 MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 CHANGE = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
+DESIRED = "/v2/repository/desired"  # this project's engine: the whole set a fleet shares (GET it, PUT it)
 
 
 def is_v2(path: str) -> bool:

@@ -8,7 +8,7 @@ engine's tensor models (service/engine/tensor_model.py) and the front's image mo
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -45,11 +45,15 @@ class Table:
 
     versions: dict[str, dict[str, Servable]]
     splits: dict[str, Split]
+    retiring: dict[tuple[str, str], Servable] = field(default_factory=dict)  # unloaded; still answered by version
 
     @classmethod
-    def of(cls, models: list[tuple[str, str, Servable]], splits: dict[str, Split]) -> "Table":
+    def of(
+        cls, models: list[tuple[str, str, Servable]], splits: dict[str, Split], retiring: dict | None = None
+    ) -> "Table":
         """From (name, version, model) triples; a name without a served default in ``splits`` gets its last
-        version, and canaries not served are left out."""
+        version, and canaries not served are left out. ``retiring``: (name, version) → model of versions just
+        unloaded, answered when a request names them (a front that has not yet followed the change)."""
         versions: dict[str, dict[str, Servable]] = {}
         for name, version, model in models:
             versions.setdefault(name, {})[version] = model
@@ -58,10 +62,12 @@ class Table:
             split = splits.get(name) or Split(list(served)[-1])
             default = split.default if split.default in served else list(served)[-1]
             chosen[name] = replace(split, default=default, canaries=tuple(c for c in split.canaries if c[0] in served))
-        return cls(versions, chosen)
+        return cls(versions, chosen, retiring or {})
 
     def find(self, name: str, version: str | None) -> tuple[str, Servable]:
         """The version named, or the one this request's share falls to."""
+        if (name, version) in self.retiring:
+            return version, self.retiring[name, version]
         versions = self.versions.get(name, {})
         version = version or (self.splits[name].pick() if name in self.splits else None)
         if version not in versions:
