@@ -82,7 +82,9 @@ class Desired:
             if others + plan.traffic > 100:
                 detail = f"the canaries of {name} would take {others + plan.traffic:g} % of its traffic; at most 100"
                 raise ApiError(400, "bad_rollout", detail)
-            ended["traffic"] |= {tag: plan.traffic} if plan.traffic else {}
+            # a canary keeps its place among the others (its bucket range starts where it did)
+            grown = {t: plan.traffic if t == tag else p for t, p in (self.traffic | {tag: 0}).items()}
+            ended["traffic"] = {t: p for t, p in grown.items() if p and (t == tag or t in ended["traffic"])}
         if plan.shadow_rate:
             ended["shadows"] |= {tag: plan.shadow_rate}
         return replace(self, tags=tuple(dict.fromkeys((*self.tags, tag))), **ended)
@@ -115,7 +117,8 @@ class Desired:
     def _before(self, of: str, left: list[str] | tuple[str, ...]) -> str | None:
         """What ``of`` (a tag, or a name: its default) replaced as the default, or what that one replaced, ...: the
         first of that chain still in ``left``. For a name whose chain is spent, the version loaded last."""
-        tag, seen = self.defaults.get(of, of), set()
+        tag = self.defaults.get(of, of)
+        seen = {tag}  # a chain that comes back to its start (a promoted, then a promoted back) ends there
         while (tag := self.previous.get(tag)) is not None and tag not in seen:
             if tag in left:
                 return tag
@@ -123,12 +126,12 @@ class Desired:
         return left[-1] if of in self.defaults else None
 
     def split(self, name: str) -> Split:
-        """How ``name``'s unversioned requests are shared now, by version."""
+        """How ``name``'s unversioned requests are shared now, by version (canaries in the order they started)."""
         mine = [t for t in self.tags if split(t)[0] == name]
         return Split(
             split(self.defaults.get(name) or mine[-1])[1],
-            tuple((split(t)[1], self.traffic[t]) for t in mine if t in self.traffic),
-            tuple((split(t)[1], self.shadows[t]) for t in mine if t in self.shadows),
+            tuple((split(t)[1], p) for t, p in self.traffic.items() if t in mine),
+            tuple((split(t)[1], r) for t, r in self.shadows.items() if t in mine),
         )
 
     def shared(self) -> dict:
@@ -321,8 +324,8 @@ class Keeper:
                 try:
                     shared = await agreed()
                     if shared is not None and shared != last:
-                        last = shared
                         await self._adopt(shared)
+                        last = shared  # only once adopted: a failed adoption is tried again
                 except Exception:
                     log.exception("the fleet's set of models could not be followed")
 

@@ -5,6 +5,7 @@ A request's routing key (the ``X-Routing-Key`` header, or the same gRPC metadata
 wire carries it, in ``ROUTING_KEY``: the public routes' signatures are BentoML's API schema, and the key is not
 part of it. A key hashes to one of ``BUCKETS`` fixed buckets; each canary holds a range of them from the bottom,
 in the order the canaries were started, so a canary that grows keeps every key it had (consistent assignment).
+With several canaries of one name, the ranges of those started after one that grows, or ends, move with it.
 """
 
 import hashlib

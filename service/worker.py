@@ -31,7 +31,8 @@ def make_engine(settings: Settings, tags: tuple[str, ...], url: str, threads: in
     if url:
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
         urls = addresses.parse(url)
-        return RemoteEngine(urls, settings.engine_token, settings.timeout_s, tags, settings.max_batch_size)
+        s = settings
+        return RemoteEngine(urls, s.engine_token, s.timeout_s, tags, s.max_batch_size, s.shadow_max_busy)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
     return LocalEngine(settings, threads, tags=tags)

@@ -81,8 +81,17 @@ def test_an_engine_refuses_a_set_that_is_not_one() -> None:
 
     good = {"tags": ["m:1"], "defaults": {"m": "m:1"}, "traffic": {}, "shadows": {}, "previous": {}}
     assert _shared(json.dumps(good).encode()) == good
-    wrong = [{**good, "tags": "m:1"}, {**good, "traffic": {"m:1": "x"}}, {k: good[k] for k in ("tags", "defaults")}]
-    for bad in [b"", b"[]", *(json.dumps(w).encode() for w in wrong)]:
+    wrong = [
+        {**good, "tags": "m:1"},
+        {**good, "traffic": {"m:1": "x"}},
+        {**good, "traffic": {"m:1": True}},
+        {**good, "traffic": {"m:1": 101}},
+        {**good, "shadows": {"m:2": 0.5}},
+        {**good, "defaults": {"m": "m:9"}},
+        {k: good[k] for k in ("tags", "defaults")},
+    ]
+    nan = json.dumps(good).replace('"traffic": {}', '"traffic": {"m:1": NaN}').encode()
+    for bad in [b"", b"[]", nan, *(json.dumps(w).encode() for w in wrong)]:
         with pytest.raises(ApiError) as refused:
             _shared(bad)
         assert refused.value.status == 400
@@ -180,9 +189,9 @@ def test_a_load_through_the_front_reaches_every_engine(fleet, tmp_path) -> None:
 
 
 def desired(engine: str) -> dict:
-    """The engine's set, without its start's mark."""
+    """The engine's set, without whether it is still as it started."""
     answer = httpx.get(f"{engine}/v2/repository/desired", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-    return {k: v for k, v in answer.json().items() if k != "boot"}
+    return {k: v for k, v in answer.json().items() if k != "fresh"}
 
 
 def answered_by(front: str, key: str | None = None) -> str:

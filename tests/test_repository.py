@@ -92,3 +92,14 @@ def test_a_fleet_shares_versions_defaults_and_rollouts_but_not_the_main_model() 
     d = Desired.of([A1, B1]).loaded(A2, default=True).routed(A3, Plan(shadow_rate=0.5))
     adopted = Desired.of([B1]).adopted(d.shared())
     assert adopted.main == "b" and adopted.shared() == d.shared() and adopted.previous == {A2: A1}
+
+
+def test_canaries_keep_the_order_they_started_in_whatever_the_load_order() -> None:
+    d = Desired.of([A1]).loaded(A2, default=False).routed(A3, Plan(traffic=10)).routed(A2, Plan(traffic=5))
+    assert d.split("a").canaries == (("3", 10), ("2", 5)), "a:3 started first: its range starts at the bottom"
+    assert d.routed(A3, Plan(traffic=30)).split("a").canaries == (("3", 30), ("2", 5)), "growing keeps its place"
+
+
+def test_a_version_promoted_back_does_not_become_its_own_predecessor() -> None:
+    d = Desired.of([A1]).loaded(A2, default=True).loaded(A1, default=True).unloaded("a", "1")
+    assert d.defaults["a"] == A2 and d.previous == {}

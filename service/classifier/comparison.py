@@ -5,7 +5,7 @@ each side's out-of-distribution rate). Counted per worker for /metrics, and summ
 import numpy as np
 from prometheus_client.samples import Sample
 
-from ..metrics import SHADOW_AGREED, SHADOW_COMPARED, SHADOW_DROPPED, SHADOW_OOD, SHADOW_TOP1_DIFFERENCE, collected
+from ..metrics import SHADOW_AGREED, SHADOW_COMPARED, SHADOW_DROPPED, SHADOW_OOD, SHADOW_TOP1_DIFFERENCE
 from .schemas import OutOfDistribution
 
 SIDES = ("shadow", "default")
@@ -57,10 +57,9 @@ def _p50_ms(samples: list[Sample], **labels: str) -> float | None:
     return None
 
 
-def figures(name: str, default: str, versions: dict[str, str]) -> dict[str, dict]:
+def figures(found: dict[str, list[Sample]], name: str, default: str, versions: dict[str, str]) -> dict[str, dict]:
     """Each version's live figures, and each shadow's comparison with ``default`` (``versions``: version → its
-    role, shadow or other), over every worker's counts."""
-    found = collected()
+    role, shadow or other), from ``found``: metrics.collected(), every worker's counts."""
     answers, ood, seconds = (found.get(m, []) for m in ("resnet_answers", "resnet_ood", "resnet_answer_model_seconds"))
     out: dict[str, dict] = {}
     for version, role in versions.items():

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..engine.interface import Engine, Item, Result
 from ..errors import ApiError, EngineUnavailable
 from ..imaging.decoders import Decode
 from ..imaging.preprocess import ImageLimits, Prepared, prepare
-from ..metrics import PREPROCESS_SECONDS, REQUESTS
+from ..metrics import PREPROCESS_SECONDS, REQUESTS, collected
 from ..rollout import Split
 from .comparison import Comparison, figures
 from .heatmap import cam, normalise, overlay_png, peak
@@ -69,11 +69,27 @@ class Front:
         """Serve these versions, shared as ``splits`` say, from now on (the engine serves them already, warm)."""
         self.heads = {t: self.heads[t] if t in self.heads else e.head()[0] for t, e in entries.items()}
         self.monitors = {t: self.monitors.get(t) or Monitor(e) for t, e in entries.items()}
+        splits = {name: self._comparable(name, split, entries) for name, split in splits.items()}
         pairs = [(name, v, split.default) for name, split in splits.items() for v, _ in split.shadows]
         self.comparisons = {
             (f"{n}:{v}", d): self.comparisons.get((f"{n}:{v}", d)) or Comparison(n, v, d) for n, v, d in pairs
         }
         self.entries, self.splits, self.main = entries, splits, main
+
+    @staticmethod
+    def _comparable(name: str, split: Split, entries: dict[str, Entry]) -> Split:
+        """``split`` without the shadows that cannot take the default's pixels (other preprocessing, or a larger
+        smallest side): their copies would compare different images."""
+        default = entries.get(f"{name}:{split.default}")
+        kept = []
+        for version, rate in split.shadows:
+            shadow = entries.get(f"{name}:{version}")
+            same = default and shadow and shadow.meta.preprocessing == default.meta.preprocessing
+            if same and shadow.meta.min_input_size <= default.meta.min_input_size:
+                kept.append((version, rate))
+            else:
+                log.warning("shadow %s:%s prepares images unlike the default: no copies are sent to it", name, version)
+        return replace(split, shadows=tuple(kept))
 
     def resolve(self, model: str | None, policy: str | None, top_k: int | None) -> tuple[Entry, str]:
         """``model`` is a name (its default version, or a canary's by the request's share), ``name:version``, or
@@ -236,14 +252,15 @@ class Front:
     async def models(self) -> list[dict]:
         """Each loaded version's metadata, its parity report, the provider it runs on, whether unversioned
         requests reach it (as the default or a canary) or a copy of them (a shadow), whether its answers carry the
-        out-of-distribution verdict, and its live figures (a shadow's against the default, service/comparison.py)."""
-        providers, entries, listed = await self.engine.providers(), self.entries, []
+        out-of-distribution verdict, and its live figures (a shadow's against the default, comparison.py)."""
+        entries, splits, listed = self.entries, self.splits, []  # one set for the whole answer, whatever changes
+        providers, found = await self.engine.providers(), await asyncio.to_thread(collected)
         for name in dict.fromkeys(e.name for e in entries.values()):
-            split = self.splits[name]
+            split = splits[name]
             rollout = {v: {"traffic": p} for v, p in split.canaries} | {v: {"shadow_rate": r} for v, r in split.shadows}
             versions = [e for e in entries.values() if e.name == name]
             roles = {e.version: "shadow" if "shadow_rate" in rollout.get(e.version, {}) else "" for e in versions}
-            live = await asyncio.to_thread(figures, name, split.default, roles)
+            live = figures(found, name, split.default, roles)
             listed += [
                 {
                     **e.meta.model_dump(mode="json"),

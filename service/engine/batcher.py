@@ -11,7 +11,8 @@ ran, and a request still queued after ``budget_s`` is refused at that moment, ne
 
 Spare work (a rollout's shadow copies) yields to live work: it runs only when no live request waits, in time that
 live work leaves idle, and is dropped, first (counted by its caller), whenever more than a batch of live images is
-queued or live calls kept the engine busy for more than ``spare_busy`` of the last second.
+queued or live calls kept the engine busy for more than ``spare_busy`` of the last second (of each of its ``depth``
+calls in flight). The gauge counts live work only: an autoscaler scales on it.
 """
 
 import asyncio
@@ -110,7 +111,7 @@ class Batcher:
     def _busy(self, more: int) -> bool:
         """Whether live work fills a batch or the engine's time, or spare work would pass a batch more."""
         full = len(self.queue) > self.max_batch_size or len(self.spare) + more > self.max_batch_size
-        return full or self.busy.share() > self.spare_busy
+        return full or self.busy.share() / self.depth > self.spare_busy
 
     def _drop_spare(self) -> None:
         while self.spare:

@@ -28,7 +28,6 @@ class Member:
         self.misses, self.in_flight, self.full_until = 0, 0, 0.0
         self.calls: set[asyncio.Task] = set()  # waiting on it: cancelled when it is judged down, sent elsewhere
         self.versioned: bool | None = None  # whether it serves the store's versions (this project's engine does)
-        self.boot: str | None = None  # this project's engine's start, when it was given the fleet's set
         self.called, self.failed = ENGINE_CALLS.labels(engine=self.key), ENGINE_FAILURES.labels(engine=self.key)
         self.ejected, self.up_gauge = ENGINE_EJECTIONS.labels(engine=self.key), ENGINE_UP.labels(engine=self.key)
 

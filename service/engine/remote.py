@@ -47,11 +47,17 @@ class RemoteEngine:
     (model, shape, outputs) group, each request to the least busy engine that serves."""
 
     def __init__(
-        self, urls: tuple[str, ...], token: str, timeout_s: float, models: tuple[str, ...], max_batch_size: int = 32
+        self,
+        urls: tuple[str, ...],
+        token: str,
+        timeout_s: float,
+        models: tuple[str, ...],
+        max_batch_size: int = 32,
+        spare_busy: float = 0.8,
     ) -> None:
         self.urls, self.token, self.models = urls, token, models  # store tags, name:version
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.batcher = Batcher(self._send, max_batch_size, timeout_s, CALLS_IN_FLIGHT)
+        self.batcher = Batcher(self._send, max_batch_size, timeout_s, CALLS_IN_FLIGHT, spare_busy=spare_busy)
         self.members: dict[str, Member] = {}
         self.gone: dict[str, float] = {}  # engine key → when it left
         self.tokens = RETRY_TOKENS
@@ -106,24 +112,27 @@ class RemoteEngine:
         await asyncio.gather(*(self._sync(m) for m in members if m.up and not m.synced))
 
     async def _sync(self, member: Member) -> None:
-        """A member that (re)joins serves this front's versions before it takes a call. An engine of this project that
-        started since it was last seen (new, or restarted with its set gone) is given the set the other engines
-        agree on (versions, defaults, rollouts) with this front's versions added; one that was only unreachable
-        keeps its set, and is given the versions it lacks; another protocol server (Triton) must serve each."""
+        """A member that (re)joins serves this front's versions before it takes a call. An engine of this project whose
+        set is fresh (as its RESNET_MODELS made it: new, or restarted with its set gone) is given the set the other
+        engines agree on (versions, defaults, rollouts) with this front's versions added; one that has a set keeps it
+        (a front that was itself away may be the one behind), and is given the versions it lacks; another protocol
+        server (Triton) must serve each."""
         try:
-            if await self._versioned(member):
-                status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
-                found = json.loads(data) if status == 200 else {}
-                if found.get("boot") != member.boot:
-                    if joined := self._joined(await self._agreement(without=member)):  # none: no set to give
-                        await self._give(member, joined)
-                    member.boot = found.get("boot")
+            if await self._fresh(member) and (joined := self._joined(await self._agreement(without=member))):
+                await self._give(member, joined)  # (no set to give: a RemoteEngine no front worker keeps)
             for tag in [t for t in self.models if not await self._serves(member, t)]:
                 await self._load(member, tag, default=False, plan=None)
         except ApiError as exc:  # EngineUnavailable too: tried again at the next heartbeat
             log.warning("engine %s cannot take this front's models yet: %s", member.key, exc.detail)
             return
         member.synced = True
+
+    async def _fresh(self, member: Member) -> bool:
+        """Whether the member is this project's engine with a set as its RESNET_MODELS made it."""
+        if not await self._versioned(member):
+            return False
+        status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+        return status == 200 and json.loads(data).get("fresh") is True
 
     async def _give(self, member: Member, shared: dict) -> None:
         status, _, data = await self._call(member, "PUT", DESIRED, json=shared)
@@ -147,18 +156,19 @@ class RemoteEngine:
         return await self._agreement()
 
     async def _agreement(self, without: Member | None = None) -> dict | None:
-        found = []
-        for member in [m for m in self._up() if m is not without]:
-            try:
-                if not await self._versioned(member):
-                    continue
-                status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
-            except EngineUnavailable:  # gone since the heartbeat: no agreement this time
-                return None
-            if status != 200:
-                return None
-            found.append({k: v for k, v in json.loads(data).items() if k != "boot"})
-        return found[0] if found and all(f == found[0] for f in found) else None
+        sets = await asyncio.gather(*(self._set_of(m) for m in self._up() if m is not without))
+        found = [s for s in sets if s != {}]
+        return found[0] if found and None not in found and all(f == found[0] for f in found) else None
+
+    async def _set_of(self, member: Member) -> dict | None:
+        """The member's set ({} from another protocol server, None when it cannot say now)."""
+        try:
+            if not await self._versioned(member):
+                return {}
+            status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+        except EngineUnavailable:  # gone since the heartbeat
+            return None
+        return {k: v for k, v in json.loads(data).items() if k != "fresh"} if status == 200 else None
 
     def _up(self) -> list[Member]:
         return [m for m in self.members.values() if m.up]
@@ -178,16 +188,17 @@ class RemoteEngine:
             return True
         return False
 
-    async def _attempt(self, member: Member, path: str, body: bytes, headers: dict, images: int) -> tuple:
-        """One request to ``member``, abandoned if the heartbeat ejects it meanwhile; Failed before an answer."""
+    async def _attempt(self, member: Member, path: str, body: bytes, headers: dict, images: int, spare: bool) -> tuple:
+        """One request to ``member``, abandoned if the heartbeat ejects it meanwhile; Failed before an answer. A
+        shadow copy refused (``spare``: dropped for live work) is no sign of an engine at its limit."""
         member.in_flight += images
         failed = True
         try:
             status, length, data = await self._unless_down(member, path, body, headers)
-            failed = status in BUSY + BROKEN
+            failed = status in BROKEN or (status in BUSY and not spare)
         finally:
             member.counted(images, failed)
-        if status in BUSY:
+        if status in BUSY and not spare:
             member.full_until = time.monotonic() + FULL_S
         if status in BROKEN:
             raise Failed(f"engine {member.key}: a proxy answered {status}")
@@ -215,18 +226,20 @@ class RemoteEngine:
         head = {"outputs": wanted} | ({"parameters": {"priority": SPARE}} if shadow else {})
         body, length = codec.encode(head, "inputs", {"pixels": pixels}, {"pixels"})
         headers = {codec.HEADER: str(length), "Content-Type": "application/octet-stream"}
-        self._earn()
+        if not shadow:  # a shadow copy is never retried: it neither earns nor spends the retry budget
+            self._earn()
         tried: set[str] = set()
         try:
             async with asyncio.timeout(self.timeout.total):  # the call's own deadline, retry included
-                return await self._first_answer(model, body, headers, outputs, len(pixels), tried)
+                return await self._first_answer(model, body, headers, outputs, len(pixels), tried, shadow)
         except TimeoutError:
             raise EngineUnavailable("no engine answered in time") from None
 
     async def _first_answer(
-        self, model: str, body: bytes, headers: dict, outputs: tuple[str, ...], n: int, tried: set[str]
+        self, model: str, body: bytes, headers: dict, outputs: tuple[str, ...], n: int, tried: set[str], spare: bool
     ) -> list[Result]:
-        """Engine after engine (the least busy first) until one answers, within the retry budget."""
+        """Engine after engine (the least busy first) until one answers, within the retry budget (a shadow copy: the
+        first engine only)."""
         while True:
             member = self._pick(tried, busy_ok=not tried)
             if member is None:
@@ -234,12 +247,12 @@ class RemoteEngine:
             tried.add(member.url)
             try:
                 path = f"{await self._path(member, model)}/infer"
-                status, length, data = await self._attempt(member, path, body, headers, n)
+                status, length, data = await self._attempt(member, path, body, headers, n, spare)
             except Failed as exc:
-                if not self._may_retry():
+                if spare or not self._may_retry():
                     raise EngineUnavailable(str(exc)) from None
                 continue
-            if status in BUSY and self._pick(tried, busy_ok=False) is not None and self._may_retry():
+            if status in BUSY and not spare and self._pick(tried, busy_ok=False) is not None and self._may_retry():
                 continue
             return self._results(status, length, data, outputs, n)
 
@@ -247,6 +260,8 @@ class RemoteEngine:
     def _results(status: int, length: str | None, data: bytes, outputs: tuple[str, ...], n: int) -> list[Result]:
         if status in BUSY:
             raise EngineUnavailable(f"the engine answered {status}")
+        if status == 404:  # a version unloaded through another front, retired before this one followed
+            raise ApiError(404, "unknown_model", _error(data))
         if status != 200:
             raise RuntimeError(f"engine answered {status}: {data[:300]!r}")
         try:

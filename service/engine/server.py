@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import logging
-import secrets
 import sys
 
 import prometheus_client
@@ -25,7 +24,7 @@ from ..http.internals import install_header_deadlines
 from ..protocol import codec
 from ..protocol.paths import DESIRED, HEALTH
 from ..protocol.server import Router, Table
-from ..repository import Desired, Keeper, Repository, split
+from ..repository import SHARED, Desired, Keeper, Repository, split
 from .local import LocalEngine
 from .tensor_model import TensorModel
 
@@ -48,7 +47,7 @@ class EngineServer:
         self.max_pixels = settings.max_pixels
         self.keeper = Keeper(repository, self.engine.load, self.apply, settle_s=0)
         self.router = Router("resnet-serve-engine", self._table(desired), self.engine.ready, self.keeper)
-        self.desired, self.boot = desired, secrets.token_hex(8)  # boot: a restart is a new engine to its fronts
+        self.desired = desired
         repository.applied(desired)
         self.watching: asyncio.Task | None = None
 
@@ -92,7 +91,7 @@ class EngineServer:
         if path == "/metrics" and method == "GET":
             return Reply(200, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST.encode())
         if path == DESIRED and method == "GET":
-            return json_reply(200, {"boot": self.boot, **self.desired.shared()})
+            return json_reply(200, {"fresh": self.desired.generation == 0, **self.desired.shared()})
         if self.in_flight >= self.max_in_flight:  # bodies held in memory are bounded too
             raise ApiError(429, "too_many_requests", f"{self.max_in_flight} requests already in flight")
         self.in_flight += 1
@@ -110,20 +109,28 @@ class EngineServer:
 
 
 def _shared(body: bytes) -> dict:
-    """A fleet's set as a front sends it; 400 for anything else."""
+    """A fleet's set as a front sends it (GET DESIRED's shape); 400 for anything else."""
     try:
-        shared = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        shared = None
-    tables = {"defaults": str, "previous": str, "traffic": int | float, "shadows": int | float}
-    shaped = isinstance(shared, dict) and set(shared) == {"tags", *tables} and isinstance(shared["tags"], list)
-    shaped = shaped and all(isinstance(t, str) for t in shared["tags"])
-    if not shaped or not all(
-        isinstance(shared[k], dict) and all(isinstance(v, kind) for v in shared[k].values())
-        for k, kind in tables.items()
-    ):
+        shared = json.loads(body, parse_constant=_no_constant)
+        desired = Desired((), main="").adopted(shared)
+        tags = set(desired.tags)
+        ok = set(shared) == {"tags", *SHARED} and all(isinstance(t, str) and ":" in t for t in desired.tags)
+        ok = ok and all(isinstance(t, str) and t in tags for t in (*desired.defaults.values(), *desired.previous))
+        ok = ok and all(_share(p, 100) for p in desired.traffic.values()) and set(desired.traffic) <= tags
+        ok = ok and all(_share(r, 1) for r in desired.shadows.values()) and set(desired.shadows) <= tags
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
         raise ApiError(400, "bad_request", f"send the set as GET {DESIRED} gives it")
     return shared
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def _share(value: object, most: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
 
 
 async def _lifespan(receive, send, started) -> None:
