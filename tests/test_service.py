@@ -166,17 +166,19 @@ def test_bad_requests_get_json_errors(url, fields, data, status, error) -> None:
 def test_health_and_metrics(url) -> None:
     assert httpx.get(f"{url}/livez").status_code == 200
     assert httpx.get(f"{url}/readyz").status_code == 200
-    post(url, "classify", png(Image.new("RGB", (100, 300), "gray")))
+    version = post(url, "classify", png(Image.new("RGB", (100, 300), "gray"))).json()["version"]
     metrics = httpx.get(f"{url}/metrics").text
+    labels = f'model="shapes-resnet10",version="{version}"'  # every version's telemetry of its own
     for name in (
         "resnet_batch_size",
         "resnet_inference_seconds",
         "resnet_preprocess_seconds",
         "resnet_images",
-        'resnet_answers_total{label="square",model="shapes-resnet10"}',
-        'resnet_top1_probability_count{model="shapes-resnet10"}',
-        'resnet_ood_total{model="shapes-resnet10"}',
-        'resnet_drift_threshold{model="shapes-resnet10"}',
+        f'resnet_answers_total{{label="square",{labels}}}',
+        f"resnet_top1_probability_count{{{labels}}}",
+        f"resnet_ood_total{{{labels}}}",
+        f"resnet_drift_threshold{{{labels}}}",
+        f"resnet_answer_model_seconds_count{{{labels}}}",
         "resnet_engine_queued_images",
         "resnet_engine_batches_in_flight",
     ):

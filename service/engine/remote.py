@@ -7,7 +7,10 @@ fewest images in flight from it. A call whose engine failed before answering (re
 down while the call waited) goes once more to another engine within the call's deadline; a busy answer
 (429/503) goes elsewhere only where another engine has room; retries are capped at about 10 % of calls, as
 gRPC's retry throttling caps them. What cannot be answered is EngineUnavailable (503 with Retry-After at the
-front), never a 500.
+front), never a 500. A shadow copy goes to one engine, once.
+
+The fleet's set of models lives on this project's engines (``GET /v2/repository/desired``): ``agreed`` tells the
+front's keeper the set they all hold (service/repository.py follows it), and an engine that starts fresh is given it.
 """
 
 import asyncio
@@ -119,7 +122,7 @@ class RemoteEngine:
         server (Triton) must serve each."""
         try:
             if await self._fresh(member) and (joined := self._joined(await self._agreement(without=member))):
-                await self._give(member, joined)  # (no set to give: a RemoteEngine no front worker keeps)
+                await self._give(member, joined)  # (a client that no front worker keeps has no set to give)
             for tag in [t for t in self.models if not await self._serves(member, t)]:
                 await self._load(member, tag, default=False, plan=None)
         except ApiError as exc:  # EngineUnavailable too: tried again at the next heartbeat
