@@ -61,8 +61,14 @@ class Plan:
         return {"shadow": bool(self.shadow_rate)} | ({"shadow_rate": self.shadow_rate} if self.shadow_rate else {})
 
 
+def within(value: object, most: float) -> bool:
+    """Whether ``value`` is a number (not a bool) from 0 to ``most``: a weight or a rate, as a load or a fleet's set
+    gives it."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
+
+
 def _number(value: object, most: float, reason: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= most:
+    if not within(value, most):
         raise ApiError(400, "bad_rollout", f"{reason}, got {value!r}")
     return float(value)
 

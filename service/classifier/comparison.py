@@ -61,6 +61,7 @@ def figures(found: dict[str, list[Sample]], name: str, default: str, versions: d
     """Each version's live figures, and each shadow's comparison with ``default`` (``versions``: version → its
     role, shadow or other), from ``found``: metrics.collected(), every worker's counts."""
     answers, ood, seconds = (found.get(m, []) for m in ("resnet_answers", "resnet_ood", "resnet_answer_model_seconds"))
+    p50 = {v: _p50_ms(seconds, model=name, version=v) for v in {*versions, default}}
     out: dict[str, dict] = {}
     for version, role in versions.items():
         mine = {"model": name, "version": version}
@@ -69,22 +70,22 @@ def figures(found: dict[str, list[Sample]], name: str, default: str, versions: d
             "live": {
                 "answers": int(count),
                 "ood_rate": _sum(ood, **mine) / count if count else None,
-                "p50_model_ms": _p50_ms(seconds, **mine),
+                "p50_model_ms": p50[version],
             }
         }
         if role == "shadow":
-            pair = mine | {"default": default}
-            out[version]["comparison"] = _compare(found, pair, _p50_ms(seconds, model=name, version=default))
+            sides = {"shadow": p50[version], "default": p50[default]}
+            out[version]["comparison"] = _compare(found, mine | {"default": default}, sides)
     return out
 
 
-def _compare(found: dict[str, list[Sample]], pair: dict[str, str], p50: float | None) -> dict:
+def _compare(found: dict[str, list[Sample]], pair: dict[str, str], p50_ms: dict[str, float | None]) -> dict:
+    """One shadow's comparison (``pair``: model, version and the default it copies); ``p50_ms``: each side's."""
     n = _sum(found.get("resnet_shadow_compared", []), **pair)
 
     def per_image(metric: str, **labels: str) -> float | None:
         return _sum(found.get(metric, []), **pair, **labels) / n if n else None
 
-    mine = {"model": pair["model"], "version": pair["version"]}
     return {
         "against": pair["default"],
         "compared": int(n),
@@ -92,5 +93,5 @@ def _compare(found: dict[str, list[Sample]], pair: dict[str, str], p50: float | 
         "top1_agreement": per_image("resnet_shadow_agreed"),
         "top1_probability_mean_abs_difference": per_image("resnet_shadow_top1_difference"),
         "ood_rate": {side: per_image("resnet_shadow_ood", side=side) for side in SIDES},
-        "p50_model_ms": {"shadow": _p50_ms(found.get("resnet_answer_model_seconds", []), **mine), "default": p50},
+        "p50_model_ms": p50_ms,
     }

@@ -130,12 +130,17 @@ class RemoteEngine:
             return
         member.synced = True
 
+    async def _desired_of(self, member: Member) -> dict | None:
+        """The member's set as it shows it, ``fresh`` included ({} from another protocol server, None when it
+        answers none); EngineUnavailable when it cannot be asked."""
+        if not await self._versioned(member):
+            return {}
+        status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+        return json.loads(data) if status == 200 else None
+
     async def _fresh(self, member: Member) -> bool:
         """Whether the member is this project's engine with a set as its RESNET_MODELS made it."""
-        if not await self._versioned(member):
-            return False
-        status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
-        return status == 200 and json.loads(data).get("fresh") is True
+        return (await self._desired_of(member) or {}).get("fresh") is True
 
     async def _give(self, member: Member, shared: dict) -> None:
         status, _, data = await self._call(member, "PUT", DESIRED, json=shared)
@@ -164,14 +169,12 @@ class RemoteEngine:
         return found[0] if found and None not in found and all(f == found[0] for f in found) else None
 
     async def _set_of(self, member: Member) -> dict | None:
-        """The member's set ({} from another protocol server, None when it cannot say now)."""
+        """The member's set, without ``fresh`` ({} from another protocol server, None when it cannot say now)."""
         try:
-            if not await self._versioned(member):
-                return {}
-            status, _, data = await self._call(member, "GET", DESIRED, timeout=PROBE)
+            found = await self._desired_of(member)
         except EngineUnavailable:  # gone since the heartbeat
             return None
-        return {k: v for k, v in json.loads(data).items() if k != "fresh"} if status == 200 else None
+        return found and {k: v for k, v in found.items() if k != "fresh"}
 
     def _up(self) -> list[Member]:
         return [m for m in self.members.values() if m.up]

@@ -25,6 +25,7 @@ from ..protocol import codec
 from ..protocol.paths import DESIRED, HEALTH
 from ..protocol.server import Router, Table
 from ..repository import SHARED, Desired, Keeper, Repository, split
+from ..rollout import within
 from .local import LocalEngine
 from .tensor_model import TensorModel
 
@@ -116,8 +117,8 @@ def _shared(body: bytes) -> dict:
         tags = set(desired.tags)
         ok = set(shared) == {"tags", *SHARED} and all(isinstance(t, str) and ":" in t for t in desired.tags)
         ok = ok and all(isinstance(t, str) and t in tags for t in (*desired.defaults.values(), *desired.previous))
-        ok = ok and all(_share(p, 100) for p in desired.traffic.values()) and set(desired.traffic) <= tags
-        ok = ok and all(_share(r, 1) for r in desired.shadows.values()) and set(desired.shadows) <= tags
+        ok = ok and all(within(p, 100) for p in desired.traffic.values()) and set(desired.traffic) <= tags
+        ok = ok and all(within(r, 1) for r in desired.shadows.values()) and set(desired.shadows) <= tags
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         ok = False
     if not ok:
@@ -127,10 +128,6 @@ def _shared(body: bytes) -> dict:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
-
-
-def _share(value: object, most: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
 
 
 async def _lifespan(receive, send, started) -> None:
