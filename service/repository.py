@@ -189,9 +189,18 @@ class Repository:
             yield
 
     def read(self, initial: list[str]) -> Desired:
-        """The desired set; written first from ``initial`` (RESNET_MODELS) if there is none yet."""
+        """The desired set, to apply (the watch counts it as seen); written first from ``initial`` (RESNET_MODELS) if
+        there is none yet."""
         with self._locked():
-            return self._read() or self._write(Desired.of([resolve(t) for t in initial]))
+            return self._read(seen=True) or self._write(Desired.of([resolve(t) for t in initial]))
+
+    def peek(self) -> Desired:
+        """The desired set, to look at: what another process wrote stays for the watch to apply."""
+        with self._locked():
+            current = self._read()
+        if current is None:
+            raise RuntimeError(f"{self.path} is missing")
+        return current
 
     def change(self, how: Callable[[Desired], Desired]) -> Desired:
         """``how(desired)`` written as the next desired set, atomically with respect to other processes."""
@@ -230,13 +239,16 @@ class Repository:
             return False
         return (stat.st_mtime_ns, stat.st_ino) != self.seen
 
-    def _read(self) -> Desired | None:
+    def _read(self, seen: bool = False) -> Desired | None:
+        """The file's set; counted as seen by the watch only when the caller applies it (a change that is refused,
+        or a look, must not hide another process's write from the watch)."""
         try:
             stat = self.path.stat()
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return None
-        self.seen = (stat.st_mtime_ns, stat.st_ino)
+        if seen:
+            self.seen = (stat.st_mtime_ns, stat.st_ino)
         return Desired.parse(data)
 
     def _write(self, desired: Desired) -> Desired:
@@ -274,7 +286,7 @@ class Keeper:
             return desired.loaded(tag, default) if plan is None else desired.routed(tag, plan)
 
         async with self.lock:
-            how(await asyncio.to_thread(self.repository.read, []))
+            how(await asyncio.to_thread(self.repository.peek))
             try:
                 await self.prepare(tag, default and plan is None, plan)
             except ApiError:
@@ -306,7 +318,7 @@ class Keeper:
             return await self._adopt(shared)
 
     async def _adopt(self, shared: dict) -> Desired:
-        current = await asyncio.to_thread(self.repository.read, [])
+        current = await asyncio.to_thread(self.repository.peek)
         if current.shared() == shared:
             return current
         desired = await asyncio.to_thread(self.repository.change, lambda d: d.adopted(shared))

@@ -103,3 +103,14 @@ def test_canaries_keep_the_order_they_started_in_whatever_the_load_order() -> No
 def test_a_version_promoted_back_does_not_become_its_own_predecessor() -> None:
     d = Desired.of([A1]).loaded(A2, default=True).loaded(A1, default=True).unloaded("a", "1")
     assert d.defaults["a"] == A2 and d.previous == {}
+
+
+def test_a_look_or_a_refused_change_leaves_another_process_write_to_the_watch(tmp_path) -> None:
+    mine, other = Repository(str(tmp_path), "front"), Repository(str(tmp_path), "front")
+    mine.path.write_bytes(Desired.of([A1]).dump())
+    mine.read([])
+    other.change(lambda d: d.loaded(A2, default=False))
+    assert mine.peek().tags == (A1, A2)
+    with pytest.raises(LookupError):
+        mine.change(lambda d: d.unloaded("a", "9"))
+    assert mine.changed(), "the watch still applies what the other process wrote"
