@@ -51,9 +51,10 @@ def serve(
     command=None,
     ready_path: str = "/readyz",
     port: int | None = None,
+    host: str = "127.0.0.1",
 ):
     """Yield the base URL of a ready server for ``target`` (a service import path or a Bento tag),
-    or for ``command`` (an argument list; ``--port N`` is appended) when one is given."""
+    or for ``command`` (an argument list; ``--port N`` is appended) when one is given, listening on ``host``."""
     port = port or free_port()
     cmd = [*(command or [sys.executable, "-m", "bentoml", "serve", target]), "--port", str(port)]
     env = {"RESNET_GRPC_PORT": str(free_port()), **env}  # servers side by side: a gRPC port each
@@ -66,7 +67,7 @@ def serve(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = Server(f"http://127.0.0.1:{port}")
+    url = Server(f"http://{host}:{port}")
     url.pid, url.grpc = proc.pid, f"127.0.0.1:{env['RESNET_GRPC_PORT']}"
     try:
         deadline = time.monotonic() + ready_timeout

@@ -110,8 +110,14 @@ def share_deployment(engines: int) -> None:
     hook): the workers inherit this process's environment, and read it as their settings. RESNET_ENGINE_TOKEN, the
     fronts' secret for the engines beside them (fresh unless set); RESNET_STATE_DIR, the desired set of models
     (service/repository.py; a fresh folder unless set); RESNET_METRICS_DIR, this deployment's Prometheus files
-    (service/metrics.py)."""
+    (service/metrics.py); RESNET_ENGINE_SOCKETS, the folder of the engines' own sockets (``engine_socket``)."""
     if engines:
         os.environ.setdefault("RESNET_ENGINE_TOKEN", secrets.token_urlsafe(32))
+        os.environ["RESNET_ENGINE_SOCKETS"] = tempfile.mkdtemp(prefix="resnet-engines-")
     os.environ.setdefault("RESNET_STATE_DIR", tempfile.mkdtemp(prefix="resnet-state-"))
     os.environ["RESNET_METRICS_DIR"] = tempfile.mkdtemp(prefix="resnet-metrics-")
+
+
+def engine_socket(device: int) -> str:
+    """The socket on which the engine beside the fronts that owns ``device`` serves each front worker."""
+    return os.path.join(os.environ["RESNET_ENGINE_SOCKETS"], f"engine-{device}.sock")

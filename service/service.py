@@ -2,10 +2,10 @@
 
 Where the model runs is chosen per host (RESNET_ENGINES): on a CPU host, in this process (no hop,
 measured fastest); on a GPU host, in one engine per GPU that BentoML runs and restarts beside the
-front workers (service/engine/service.py); or in an engine server elsewhere (RESNET_ENGINE_URL). The
-fronts call an engine over the Open Inference Protocol and then never import onnxruntime. Each API
-is declared for BentoML (its OpenAPI schema and clients) and served by the Guard's multipart fast
-path (service/http/).
+front workers, each on a socket of its own (service/engine/service.py); or in engine servers
+elsewhere (RESNET_ENGINE_URL). The fronts call the engines over the Open Inference Protocol and then
+never import onnxruntime. Each API is declared for BentoML (its OpenAPI schema and clients) and
+served by the Guard's multipart fast path (service/http/).
 """
 
 from pathlib import Path
@@ -16,11 +16,11 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from .classifier.schemas import BatchClassification, Classification, Embedding, Explanation
-from .config import Settings, share_deployment
+from .config import Settings, engine_socket, share_deployment
 from .engine.service import EngineService
 from .errors import Reply
 from .http.guard import Guard, RequestLimits
-from .http.internals import cors_options, dependency_url
+from .http.internals import cors_options
 from .http.routes import Multipart
 from .repository import Repository
 from .worker import Worker
@@ -38,8 +38,10 @@ FAST = Multipart(served)  # the APIs the Guard serves from memory
 
 
 def engine_url(settings: Settings) -> str:
-    """RESNET_ENGINE_URL, or the engines' socket beside the fronts; empty where the model runs in this process."""
-    return settings.engine_url or (dependency_url(EngineService.name) if settings.engines else "")
+    """RESNET_ENGINE_URL, or the socket of each engine beside the fronts (every front worker reaches every engine);
+    empty where the model runs in this process."""
+    sockets = [f"unix://{engine_socket(device)}" for device in range(settings.engines)]
+    return settings.engine_url or ",".join(sockets)
 
 
 class Classifier:

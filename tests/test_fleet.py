@@ -12,12 +12,14 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from loadtest import wrk
+from loadtest.server import free_port
 from loadtest.server import serve as serve_command
 from service.engine import addresses
 from service.engine.remote import GONE_S, RETRY_TOKENS, RemoteEngine
@@ -104,27 +106,33 @@ def test_a_malformed_list_stops_the_preflight_check(tmp_path) -> None:
     assert run.returncode == 1 and "RESNET_ENGINE_URL" in run.stderr and "engine-b" in run.stderr, run.stderr
 
 
-def engine_command() -> list[str]:
-    return [sys.executable, "-m", "service.engine.server", "--host", "127.0.0.1"]
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # three hosts, as far as the fleet can tell
+
+
+def engine_command(host: str) -> list[str]:
+    return [sys.executable, "-m", "service.engine.server", "--host", host]
+
+
+def start_engine(host: str, port: int, env: dict, log: Path):
+    """An engine server (its token set) on ``host``, ready."""
+    command, ready = engine_command(host), "/v2/health/ready"
+    return serve_command(host, env, log, command=command, ready_path=ready, port=port, host=host)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """Two engine servers and a front (two workers) that reaches both through one list."""
+    """Three engine servers, each on a loopback address of its own and the same port, and a front (two workers)
+    that reaches them through one list."""
     root = tmp_path_factory.mktemp("fleet")
     home = root / "home"
     import_models(home, DEFAULT)
     env = {"BENTOML_HOME": str(home), "RESNET_MODELS": MODELS, "RESNET_ENGINE_TOKEN": TOKEN}
+    port = free_port()
     with ExitStack() as stack:
-        engines = [
-            stack.enter_context(
-                serve_command(f"e{i}", env, root / f"e{i}.log", command=engine_command(), ready_path="/v2/health/ready")
-            )
-            for i in range(2)
-        ]
+        engines = [stack.enter_context(start_engine(h, port, env, root / f"{h}.log")) for h in HOSTS]
         front_env = {"RESNET_MODELS": MODELS, "RESNET_ENGINE_URL": ",".join(engines), "RESNET_ENGINE_TOKEN": TOKEN}
         front = stack.enter_context(serve(home, root / "front.log", RESNET_FRONT_WORKERS="2", **front_env))
-        yield {"front": front, "engines": engines, "env": env, "root": root, "stack": stack}
+        yield {"front": front, "engines": engines, "env": env, "root": root, "stack": stack, "port": port}
 
 
 def calls_per_engine(front: str) -> dict[str, float]:
@@ -137,20 +145,28 @@ def classify(front: str) -> int:
     return httpx.post(f"{front}/classify", files=files, timeout=60).status_code
 
 
+def keys(fleet) -> list[str]:
+    return [e.split("//")[1] for e in fleet["engines"]]
+
+
 @pytest.mark.slow
 def test_calls_spread_over_every_engine(fleet) -> None:
-    load = wrk.run(fleet["front"], [STAR], 8, 4, threads=2)
+    """Each engine's share of the calls is within 15 points of a third."""
+    before = calls_per_engine(fleet["front"])
+    load = wrk.run(fleet["front"], [STAR], 8, 5, threads=2)
     assert load["errors"] == 0 and load["socket_errors"] == 0, load
-    calls = calls_per_engine(fleet["front"])
-    keys = [e.split("//")[1] for e in fleet["engines"]]
-    assert set(keys) <= set(calls) and all(calls[k] > 10 for k in keys), calls
-    assert min(calls[k] for k in keys) / max(calls[k] for k in keys) > 0.2, f"balanced by work: {calls}"
+    after = calls_per_engine(fleet["front"])
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in keys(fleet)}
+    assert sum(calls.values()) > 60, calls
+    shares = {k: c / sum(calls.values()) for k, c in calls.items()}
+    assert all(abs(share - 1 / 3) <= 0.15 for share in shares.values()), f"balanced by work: {shares}"
 
 
 def engine_process(url: str) -> psutil.Process:
-    port = int(url.rsplit(":", 1)[1])
+    host, port = url.split("//")[1].rsplit(":", 1)
     for p in psutil.process_iter(["cmdline"]):
-        if p.info["cmdline"] and "service.engine.server" in p.info["cmdline"] and str(port) in p.info["cmdline"]:
+        command = p.info["cmdline"] or []
+        if "service.engine.server" in command and host in command and port in command:
             return p
     raise LookupError(url)
 
@@ -231,11 +247,15 @@ def test_a_change_through_one_front_reaches_the_other_and_a_restarted_engine(fle
         assert httpx.post(f"{url}/load", json={"parameters": {"version": v2}}, timeout=120).status_code == 200
         settles(lambda: answered_by(front2) == v2)
         assert all(desired(e)["defaults"]["shapes-resnet10"] == f"shapes-resnet10:{v2}" for e in fleet["engines"])
+        before = calls_per_engine(front2)
+        assert {answered_by(front2) for _ in range(30)} == {v2}
+        after = calls_per_engine(front2)
+        assert all(after.get(k, 0) > before.get(k, 0) for k in keys(fleet)), f"on every engine: {before} → {after}"
         canary = httpx.post(f"{url}/load", json={"parameters": {"version": v1, "traffic": 50}}, timeout=120)
         assert canary.status_code == 200, canary.text
-        keys = [f"k{i}" for i in range(30)]
-        settles(lambda: [answered_by(front2, k) for k in keys] == [answered_by(fleet["front"], k) for k in keys])
-        assert {answered_by(front2, k) for k in keys} == {v1, v2}, "the same keys on the same versions on both fronts"
+        routing = [f"k{i}" for i in range(30)]
+        settles(lambda: [answered_by(front2, k) for k in routing] == [answered_by(fleet["front"], k) for k in routing])
+        assert {answered_by(front2, k) for k in routing} == {v1, v2}, "the same keys, the same versions"
         back = f"{front2}/v2/repository/models/shapes-resnet10/unload"
         assert httpx.post(back, json={"parameters": {"version": v2}}, timeout=120).status_code == 200
         settles(lambda: answered_by(fleet["front"]) == v1)
@@ -246,16 +266,11 @@ def test_a_change_through_one_front_reaches_the_other_and_a_restarted_engine(fle
         assert httpx.post(f"{url}/load", json={"parameters": {"version": v2}}, timeout=120).status_code == 200
         settles(lambda: answered_by(front2) == v2)
         restarted = fleet["engines"][0]
-        port = int(restarted.rsplit(":", 1)[1])
         os.kill(engine_process(restarted).pid, signal.SIGKILL)
         env = {**fleet["env"], "RESNET_STATE_DIR": str(tmp_path / "fresh")}  # its set is gone: only RESNET_MODELS
-        command, ready = engine_command(), "/v2/health/ready"
-        again = serve_command("e0-again", env, tmp_path / "e0.log", command=command, ready_path=ready, port=port)
-        fleet["stack"].enter_context(again)  # it stays for the tests after this one
+        fleet["stack"].enter_context(start_engine(HOSTS[0], fleet["port"], env, tmp_path / "again.log"))  # it stays
         settles(lambda: desired(restarted) == desired(fleet["engines"][1]))
-        key = restarted.split("//")[1]
-        before = calls_per_engine(fleet["front"]).get(key, 0)
-        settles(lambda: classify(fleet["front"]) == 200 and calls_per_engine(fleet["front"]).get(key, 0) > before)
+        takes_calls_again(fleet, restarted)
         assert httpx.post(back, json={"parameters": {"version": v2}}, timeout=120).status_code == 200
 
 
@@ -264,7 +279,7 @@ def test_a_hung_engine_costs_no_answer_and_comes_back(fleet) -> None:
     """Suspended under load (as good as hung): its pending calls go to the other engine once the heartbeat ejects
     it; resumed, it takes calls again."""
     hung = engine_process(fleet["engines"][0])
-    key = fleet["engines"][0].split("//")[1]
+    key = keys(fleet)[0]
     try:
         load = under_load(fleet["front"], 6, hung.suspend)
         assert load["errors"] == 0 and load["socket_errors"] == 0 and load["requests"] > 20, load
@@ -279,14 +294,41 @@ def test_a_hung_engine_costs_no_answer_and_comes_back(fleet) -> None:
     assert calls_per_engine(fleet["front"])[key] > before, "back in the fleet"
 
 
+def takes_calls_again(fleet, engine: str) -> None:
+    key, front = engine.split("//")[1], fleet["front"]
+    before = calls_per_engine(front).get(key, 0)
+    settles(lambda: classify(front) == 200 and calls_per_engine(front).get(key, 0) > before)
+
+
 @pytest.mark.slow
-def test_a_killed_engine_costs_no_answer_and_readiness_holds(fleet) -> None:
-    """Killed under load: calls it held are sent once more to the other engine; the front stays ready on one."""
-    killed = engine_process(fleet["engines"][1])
+def test_a_killed_engine_costs_no_answer_and_gets_work_once_restarted(fleet, tmp_path) -> None:
+    """Killed under load: calls it held are sent once more to another engine, and the front stays ready; restarted,
+    it takes calls again."""
+    engine = fleet["engines"][1]
+    killed = engine_process(engine)
     load = under_load(fleet["front"], 5, lambda: os.kill(killed.pid, signal.SIGKILL))
     assert load["errors"] == 0 and load["socket_errors"] == 0 and load["requests"] > 20, load
     assert httpx.get(f"{fleet['front']}/readyz", timeout=30).status_code == 200, "one engine with every model is enough"
     assert all(classify(fleet["front"]) == 200 for _ in range(5))
+    fleet["stack"].enter_context(start_engine(HOSTS[1], fleet["port"], fleet["env"], tmp_path / "again.log"))
+    takes_calls_again(fleet, engine)
+
+
+@pytest.mark.slow
+def test_with_every_engine_down_503_comes_at_once_and_the_front_is_not_ready(fleet) -> None:
+    stopped = [engine_process(e) for e in fleet["engines"]]
+    try:
+        for process in stopped:
+            process.suspend()
+        settles(lambda: httpx.get(f"{fleet['front']}/readyz", timeout=30).status_code == 503)
+        t = time.monotonic()
+        assert classify(fleet["front"]) == 503
+        assert time.monotonic() - t < 1, "at once"
+    finally:
+        for process in stopped:
+            process.resume()
+    settles(lambda: httpx.get(f"{fleet['front']}/readyz", timeout=30).status_code == 200)
+    assert classify(fleet["front"]) == 200
 
 
 def test_no_engine_up_is_a_fast_503() -> None:

@@ -1,15 +1,17 @@
 """The internals of uvicorn and BentoML that service/http/internals.py relies on, pinned: an upgrade that
 changes them fails here first (the behaviour itself is tested over real sockets in test_connections.py)."""
 
-import importlib
+import asyncio
 import inspect
+import signal
 
-import pytest
+import aiohttp
+import uvicorn
 from bentoml._internal.configuration.containers import BentoMLContainer
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.http.internals import cors_options, dependency_url
+from service.http.internals import cors_options, serve_socket
 
 
 def test_uvicorn_httptools_hooks_the_deadlines_wrap() -> None:
@@ -25,20 +27,25 @@ def test_bentoml_cors_options_are_starlettes_keywords() -> None:
     assert set(BentoMLContainer.access_control_options.get()) <= keywords
 
 
-@pytest.mark.parametrize(
-    ("given", "url"),
-    [
-        ("file:///tmp/bentoml-uds-x/1%20a.sock", "unix:///tmp/bentoml-uds-x/1 a.sock"),
-        ("tcp://127.0.0.1:5", "http://127.0.0.1:5"),
-    ],
-)
-def test_bentoml_hands_its_workers_the_dependency_map(given: str, url: str) -> None:
-    """What BentoML's worker sets from BENTOML_RUNNER_MAP (tests/test_topology.py uses it for real)."""
-    before = BentoMLContainer.remote_runner_mapping.get()
-    BentoMLContainer.remote_runner_mapping.set({"resnet-engine": given})
-    try:
-        assert dependency_url("resnet-engine") == url
-    finally:
-        BentoMLContainer.remote_runner_mapping.set(before)
-    worker = inspect.getsource(importlib.import_module("_bentoml_impl.worker.service"))
-    assert "BENTOML_RUNNER_MAP" in worker and "remote_runner_mapping" in worker
+def test_a_second_server_serves_its_socket_and_leaves_the_signals_alone(tmp_path) -> None:
+    """What an engine beside the fronts does in its BentoML worker (tests/test_lifecycle.py uses it for real)."""
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> tuple[int, bytes]:
+        path = str(tmp_path / "engine-0.sock")
+        (tmp_path / "engine-0.sock").write_text("left by a predecessor")
+        stop = await serve_socket(app, path, 5)
+        try:
+            connector = aiohttp.UnixConnector(path=path)
+            async with aiohttp.ClientSession(connector=connector) as session, session.get("http://engine/") as answer:
+                return answer.status, await answer.read()
+        finally:
+            await stop()
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert asyncio.run(main()) == (200, b"ok")
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers, "the main server's handlers stay"
+    assert "def capture_signals" in inspect.getsource(uvicorn.Server), "what the second server leaves out"

@@ -21,6 +21,7 @@ from loadtest import wrk
 from tests.conftest import ROOT
 from tests.netns import another_host
 from tests.server import DEFAULT, INT8, serve, stored, variant
+from tests.test_fleet import calls_per_engine, under_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lifecycle")]
 NAME, STAR = "shapes-resnet10", ROOT / "docs" / "star.png"
@@ -230,9 +231,20 @@ def ready(url: str, within_s: float = 120) -> None:
         time.sleep(0.3)
 
 
+def both_take_calls(url: str) -> None:
+    """Under load, each engine beside the fronts (its own socket) takes calls from the front workers."""
+    before = calls_per_engine(url)
+    load = wrk.run(url, [STAR], 8, 3, threads=2)
+    assert load["errors"] == 0 and load["socket_errors"] == 0, load
+    after = calls_per_engine(url)
+    assert sorted(Path(k).name for k in after) == ["engine-0.sock", "engine-1.sock"], after
+    assert all(after[k] - before.get(k, 0) > 5 for k in after), f"both engines get work: {before} → {after}"
+
+
 def test_the_desired_set_survives_restarts_of_an_engine_and_a_front(versions) -> None:
-    """Fronts and an engine beside them: a load reaches the engine through the front (a broken one fails there with
-    its reason); a killed engine, then a killed front worker, come back serving the same set."""
+    """Fronts and two engines beside them, each front worker reaching both: a load reaches the engines through the
+    front (a broken one fails there with its reason); an engine killed under load costs no answer, and comes back
+    serving the same set and taking calls; a killed front worker comes back serving the same set."""
     home, v = versions
     env = {"RESNET_MODELS": f"{NAME}:{v['v1']}", "RESNET_ENGINES": "2", "RESNET_FRONT_WORKERS": "2"}
     with serve(home, home / "split.log", **env) as url:
@@ -240,10 +252,12 @@ def test_the_desired_set_survives_restarts_of_an_engine_and_a_front(versions) ->
         assert truncated.status_code == 400 and "cannot be loaded by onnxruntime" in truncated.json()["error"]
         assert change(url, "load", version=v["v2"]).status_code == 200
         everywhere(url, v["v2"])
-        killed(url, "resnet-engine")
-        time.sleep(1)
+        both_take_calls(url)
+        load = under_load(url, 5, lambda: killed(url, "resnet-engine"))
+        assert load["errors"] == 0 and load["socket_errors"] == 0 and load["requests"] > 20, load
         ready(url)
         everywhere(url, v["v2"])
+        both_take_calls(url)
         assert index(url) == sorted((n, v[k]) for n in (NAME, f"{NAME}-image") for k in ("v1", "v2"))
         killed(url, "resnet-classifier")
         time.sleep(1)

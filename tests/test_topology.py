@@ -1,6 +1,6 @@
 """The GPU host's topology, forced on this CPU host (RESNET_ENGINES=1): one command, `bentoml serve`, runs the
-front workers and an engine beside them that BentoML supervises; they talk over the Open Inference Protocol on
-BentoML's private socket, with a secret made at start. It answers as the in-process service does."""
+front workers and an engine beside them that BentoML supervises; they talk over the Open Inference Protocol on the
+engine's own socket, with a secret made at start. It answers as the in-process service does."""
 
 import os
 import signal

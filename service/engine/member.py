@@ -19,8 +19,8 @@ class Member:
 
     def __init__(self, url: str, token: str, timeout: aiohttp.ClientTimeout) -> None:
         self.socket = url.removeprefix("unix://") if url.startswith("unix://") else None
-        self.url = "http://engine" if self.socket else url
-        self.key = self.socket or url.split("//", 1)[1]  # the metrics' label: host:port, or the socket
+        self.base = "http://engine" if self.socket else url  # what requests name (every socket's is the same)
+        self.key = self.socket or url.split("//", 1)[1]  # one engine's name, and its metrics' label
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout, self._session = timeout, None
         self.up: bool | None = None  # the heartbeat's last verdict; None before the first
@@ -48,7 +48,7 @@ class Member:
 
     async def request(self, method: str, path: str, **kw) -> tuple[int, str | None, bytes]:
         """(status, the inference header's length if given, body); aiohttp's errors as they come."""
-        async with self.session.request(method, f"{self.url}{path}", **kw) as r:
+        async with self.session.request(method, f"{self.base}{path}", **kw) as r:
             return r.status, r.headers.get(codec.HEADER), await r.read()
 
     def counted(self, images: int, failed: bool) -> None:

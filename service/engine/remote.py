@@ -181,7 +181,7 @@ class RemoteEngine:
 
     def _pick(self, tried: set[str], busy_ok: bool = True) -> Member | None:
         """The serving member with the fewest images in flight from this worker, not yet tried (ties at random)."""
-        free = [m for m in self.members.values() if m.serving and m.url not in tried and (busy_ok or not m.full)]
+        free = [m for m in self.members.values() if m.serving and m.key not in tried and (busy_ok or not m.full)]
         return min(free, key=lambda m: (m.in_flight, random.random())) if free else None
 
     def _earn(self) -> None:
@@ -250,7 +250,7 @@ class RemoteEngine:
             member = self._pick(tried, busy_ok=not tried)
             if member is None:
                 raise EngineUnavailable("no engine is up" if not tried else "no other engine can take it")
-            tried.add(member.url)
+            tried.add(member.key)
             try:
                 path = f"{await self._path(member, model)}/infer"
                 status, length, data = await self._attempt(member, path, body, headers, n, spare)

@@ -1,18 +1,20 @@
 """The engine as a BentoML service beside the fronts: one worker per GPU, started and restarted by BentoML.
 
 ``bentoml serve service.service:Classifier`` runs it with the fronts; where RESNET_ENGINES asks for
-engines (one per GPU by default) each worker loads the models, else its one worker stays idle. The
-fronts reach it over the Open Inference Protocol on BentoML's private socket. It declares no BentoML
-API (nothing there takes a pickle): ``/v2/...`` goes to the engine server's app, everything else to
-BentoML's own health and metrics routes.
+engines (one per GPU by default) each worker loads the models, else its one worker stays idle. Each
+engine serves the Open Inference Protocol on a socket of its own (config.engine_socket), so that every
+front worker reaches every engine and balances its calls over them (service/engine/remote.py); on
+BentoML's socket, which the kernel hands to any one worker, ``/v2/...`` goes to the engine server's app
+too, everything else to BentoML's own health and metrics routes. It declares no BentoML API (nothing
+there takes a pickle).
 """
 
 import logging
 
 import bentoml
 
-from ..config import Settings
-from ..http.internals import install_header_deadlines
+from ..config import Settings, engine_socket
+from ..http.internals import install_header_deadlines, serve_socket
 from ..protocol.paths import is_v2
 
 log = logging.getLogger("resnet.engine")
@@ -33,21 +35,30 @@ class EngineService:
 
     def __init__(self) -> None:
         self.settings, self.server = Settings(), None  # from the environment the deployment shared
+        self.stop = None  # its own socket's server
         if not self.settings.engines:
             log.info("engine idle: the model runs in the front workers (RESNET_ENGINES=0)")
             return
         from .server import EngineServer  # onnxruntime: only in the engine's own workers
 
         worker = (bentoml.server_context.worker_index or 1) - 1  # circus numbers workers from 1
-        self.server = EngineServer(self.settings, device=worker % self.settings.engines)
+        self.device = worker % self.settings.engines
+        self.server = EngineServer(self.settings, device=self.device)
 
     @bentoml.on_startup
     async def start(self) -> None:
-        """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one; and the
-        desired set of models followed."""
-        install_header_deadlines(self.settings.header_timeout_s, self.settings.max_header_bytes)
+        """As on the fronts: uvicorn's connections get header deadlines before the worker accepts one; the desired
+        set of models followed; and the engine's own socket served."""
+        s = self.settings
+        install_header_deadlines(s.header_timeout_s, s.max_header_bytes)
         if self.server is not None:
             self.server.watch()
+            self.stop = await serve_socket(self.server, engine_socket(self.device), s.timeout_s)
+
+    @bentoml.on_shutdown
+    async def close(self) -> None:
+        if self.stop is not None:
+            await self.stop()
 
 
 class ProtocolRoutes:

@@ -12,13 +12,18 @@ where a server starts (the service's startup hook, the engine server's ``main``)
 BentoML's CORS options: its CORS middleware sits inside the project's Guard, whose own answers must
 carry the same headers; ``cors_options`` reads them from BentoML's configuration.
 
-The address of a service BentoML runs beside this one (the engine): ``dependency_url`` reads it from the
-map BentoML hands its workers, without ``bentoml.depends``'s client, which pickles every call.
+A second server in a worker whose main server is BentoML's: ``serve_socket`` gives each engine beside the fronts
+a socket of its own (BentoML's one socket per service lets the kernel pick the worker, so a front could not
+reach each engine), served by uvicorn in the same event loop, leaving the signals to the main server.
 """
 
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from urllib.parse import unquote, urlsplit
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import ApiError, reply
@@ -103,10 +108,32 @@ def cors_options() -> dict | None:
     return dict(BentoMLContainer.access_control_options.get())
 
 
-def dependency_url(name: str) -> str:
-    """Where BentoML serves the dependency ``name`` to this worker: ``unix:///…sock`` (BentoML's ``file://`` URI of
-    its socket), or ``http://host:port`` where unix sockets are off (its ``tcp://``)."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
+class _Beside(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the worker's main server owns them and stops this one."""
 
-    url = urlsplit(BentoMLContainer.remote_runner_mapping.get()[name])
-    return f"unix://{unquote(url.path)}" if url.scheme == "file" else f"http://{url.netloc}"
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def serve_socket(app, path: str, keep_alive_s: float) -> Callable[[], Awaitable[None]]:
+    """Serve ``app`` on the unix socket ``path`` (one left by a predecessor is replaced) once this returns; the
+    coroutine function returned stops it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    config = uvicorn.Config(
+        app, uds=path, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=keep_alive_s
+    )
+    server = _Beside(config)
+    serving = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()  # its failure, raised here
+            raise RuntimeError(f"the server on {path} stopped before it started")
+        await asyncio.sleep(0.01)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await serving
+
+    return stop
