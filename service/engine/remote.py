@@ -361,13 +361,22 @@ class RemoteEngine:
             waiting = [t for t in waiting if not up or not all([await self._serves(m, t) for m in up])]
             await asyncio.sleep(0.1 if waiting else 0)
         for tag in set(self.models) - set(tags):
-            name, _, version = tag.partition(":")
-            body = {"parameters": {"version": version}}
-            for member in self._up():
-                with contextlib.suppress(EngineUnavailable):
-                    await self._call(member, "POST", change_path(name, "unload"), json=body)
+            await asyncio.gather(*(self._unload(m, tag) for m in self._up()))
         self.models = tuple(t for t in tags if t not in waiting)
         return self.models
+
+    async def _unload(self, member: Member, tag: str) -> None:
+        """Unloaded, or gone already (404). An engine that cannot be asked, or refuses, keeps the version, and its set
+        no longer agrees with the others' (fronts elsewhere follow no change until it does): logged."""
+        name, _, version = tag.partition(":")
+        body = {"parameters": {"version": version}}
+        try:
+            status, _, data = await self._call(member, "POST", change_path(name, "unload"), json=body)
+        except EngineUnavailable as exc:
+            log.warning("engine %s did not unload %s: %s", member.key, tag, exc.detail)
+            return
+        if status not in (200, 404):
+            log.warning("engine %s did not unload %s: it answered %d: %s", member.key, tag, status, _error(data))
 
     async def _serves(self, member: Member, tag: str) -> bool:
         try:
