@@ -7,6 +7,7 @@ taken here, before any value is created, by every worker of that deployment.
 """
 
 import os
+import time
 
 import bentoml
 import prometheus_client
@@ -15,6 +16,7 @@ from prometheus_client.samples import Sample
 
 if folder := os.environ.get("RESNET_METRICS_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+GONE_S = 60.0  # the series of an engine or a model version gone this long leave /metrics (``left_out``)
 
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="resnet_batch_size",
@@ -157,3 +159,15 @@ def collected() -> dict[str, list[Sample]]:
         registry = prometheus_client.CollectorRegistry()
         MultiProcessCollector(registry, folder)
     return {family.name: family.samples for family in registry.collect()}
+
+
+def left_out(text: str, gone: dict[tuple[str, ...], float]) -> str:
+    """/metrics without the series of what has been gone for more than GONE_S: each key of ``gone`` holds the label
+    pairs (``name="value"``) that such a series has, its value when it went. prometheus_client's multiprocess mode
+    cannot remove a series, so churn (engine pods, retrained versions) would otherwise grow /metrics for ever."""
+    now = time.monotonic()
+    marks = [labels for labels, left in gone.items() if now - left > GONE_S]
+    if not marks:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(line for line in lines if not any(all(m in line for m in labels) for labels in marks))

@@ -106,7 +106,8 @@ class Worker:
             )
 
     def metrics(self, text: str) -> str:
-        """/metrics as this worker serves it: without the series of engines gone for a while."""
+        """/metrics as this worker serves it: without the series of versions and engines gone for a while."""
+        text = self.front.keep_series(text)
         return self.engine.keep_series(text) if isinstance(self.engine, RemoteEngine) else text
 
     async def close(self) -> None:

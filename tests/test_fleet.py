@@ -22,8 +22,9 @@ from loadtest import wrk
 from loadtest.server import free_port
 from loadtest.server import serve as serve_command
 from service.engine import addresses
-from service.engine.remote import GONE_S, RETRY_TOKENS, RemoteEngine
+from service.engine.remote import RETRY_TOKENS, RemoteEngine
 from service.errors import ApiError
+from service.metrics import GONE_S
 from tests.conftest import ROOT
 from tests.server import DEFAULT, INT8, import_models, serve, stored, variant
 

@@ -3,7 +3,10 @@ canary grows, shadows drawn at their rate, and the parameters a load refuses."""
 
 import pytest
 
+from service.classifier.front import Front
+from service.config import Settings
 from service.errors import ApiError
+from service.metrics import GONE_S
 from service.rollout import BUCKETS, ROUTING_KEY, Plan, Split, bucket
 
 
@@ -64,3 +67,21 @@ def test_a_load_reads_its_plan() -> None:
     assert Plan.of({"traffic": 20}) == Plan(traffic=20.0)
     assert Plan.of({"shadow": True}) == Plan(shadow_rate=1.0) and Plan.of({"shadow": False}) == Plan(shadow_rate=0.0)
     assert Plan.of({"shadow": True, "shadow_rate": 0.3}) == Plan(shadow_rate=0.3)
+
+
+def test_series_of_a_version_unloaded_a_while_ago_leave_metrics() -> None:
+    """Its own figures, and a shadow's comparison with it as the default; another model's same version stays."""
+    front = Front(None, Settings(), None)
+    front.entries = {"m:1": None, "m:2": None}
+    front.update({}, {}, "")
+    assert set(front.gone) == {"m:1", "m:2"}
+    front.gone["m:1"] -= GONE_S + 1
+    text = (
+        'resnet_answers_total{model="m",version="1"} 3.0\n'
+        'resnet_answers_total{model="m",version="2"} 1.0\n'
+        'resnet_shadow_compared_total{default="1",model="m",version="3"} 4.0\n'
+        'resnet_answers_total{model="m-image",version="1"} 1.0\n'
+    )
+    assert front.keep_series(text) == (
+        'resnet_answers_total{model="m",version="2"} 1.0\nresnet_answers_total{model="m-image",version="1"} 1.0\n'
+    ), "m:2 left only now: its series stay a while"

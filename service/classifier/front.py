@@ -15,7 +15,7 @@ from ..engine.interface import Engine, Item, Result
 from ..errors import ApiError, EngineUnavailable
 from ..imaging.decoders import Decode
 from ..imaging.preprocess import ImageLimits, Prepared, prepare
-from ..metrics import PREPROCESS_SECONDS, REQUESTS, collected
+from ..metrics import PREPROCESS_SECONDS, REQUESTS, collected, left_out
 from ..rollout import Split
 from .comparison import Comparison, figures
 from .heatmap import cam, normalise, overlay_png, peak
@@ -64,6 +64,7 @@ class Front:
         self.comparisons: dict[tuple[str, str], Comparison] = {}  # by (shadow tag, the default version it copies)
         self.mirrors: set[asyncio.Task] = set()  # shadow copies in flight (kept referenced until done)
         self.main = ""  # the model of requests that name none
+        self.gone: dict[str, float] = {}  # versions unloaded, and when: their series leave /metrics
 
     def update(self, entries: dict[str, Entry], splits: dict[str, Split], main: str) -> None:
         """Serve these versions, shared as ``splits`` say, from now on (the engine serves them already, warm)."""
@@ -74,7 +75,18 @@ class Front:
         self.comparisons = {
             (f"{n}:{v}", d): self.comparisons.get((f"{n}:{v}", d)) or Comparison(n, v, d) for n, v, d in pairs
         }
+        now = time.monotonic()
+        self.gone = {t: self.gone.get(t, now) for t in (self.entries.keys() | self.gone.keys()) - entries.keys()}
         self.entries, self.splits, self.main = entries, splits, main
+
+    def keep_series(self, text: str) -> str:
+        """/metrics without the series of versions unloaded a while ago (metrics.left_out): their own figures, and a
+        shadow's comparison with them as the default."""
+        gone = {}
+        for tag, left in self.gone.items():
+            name, _, version = tag.partition(":")
+            gone |= {(f'model="{name}"', f'{label}="{version}"'): left for label in ("version", "default")}
+        return left_out(text, gone)
 
     @staticmethod
     def _comparable(name: str, split: Split, entries: dict[str, Entry]) -> Split:

@@ -24,6 +24,7 @@ import aiohttp
 import numpy as np
 
 from ..errors import ApiError, EngineUnavailable
+from ..metrics import left_out
 from ..protocol import codec
 from ..protocol.paths import DESIRED, change_path, model_path
 from ..rollout import Plan
@@ -35,7 +36,7 @@ from .member import PROBE, Member
 log = logging.getLogger("resnet.front")
 
 BUSY, BROKEN = (429, 503), (502, 504)  # at its limit; lost by a proxy before it
-HEARTBEAT_S, RESOLVE_S, GONE_S = 0.5, 5.0, 60.0  # GONE_S: an engine gone this long leaves /metrics
+HEARTBEAT_S, RESOLVE_S = 0.5, 5.0
 FULL_S = 1.0  # after a 429/503, no retry is sent to that engine for this long
 CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
 RETRY_TOKENS, RETRY_RATIO = 10.0, 0.1  # gRPC's retry throttling: a retry spends a token, a call earns 0.1
@@ -399,14 +400,9 @@ class RemoteEngine:
         return model_path(name, version if await self._versioned(member) else None)
 
     def keep_series(self, text: str) -> str:
-        """/metrics without the series of engines gone for more than GONE_S (prometheus_client's multiprocess mode
-        cannot remove a series, so they are left out here)."""
-        now = time.monotonic()
-        dropped = {k for k, left in self.gone.items() if now - left > GONE_S} - {m.key for m in self.members.values()}
-        if not dropped:
-            return text
-        marks = tuple(f'engine="{k}"' for k in dropped)
-        return "".join(line for line in text.splitlines(keepends=True) if not any(m in line for m in marks))
+        """/metrics without the series of engines gone a while (metrics.left_out)."""
+        here = {m.key for m in self.members.values()}
+        return left_out(text, {(f'engine="{k}"',): left for k, left in self.gone.items() if k not in here})
 
 
 def _error(data: bytes) -> str:
