@@ -87,6 +87,8 @@ class Settings:
     min_agreement: float = field(default_factory=lambda: float(_env("MIN_AGREEMENT", "0.95")))
     # a shadow's copies are dropped while live calls keep an engine busier than this share of the last second
     shadow_max_busy: float = field(default_factory=lambda: float(_env("SHADOW_MAX_BUSY", "0.8")))
+    # engines that disagree on the set this long are given the one most of them hold; 0: twice the request timeout
+    fleet_mend_s: float = field(default_factory=lambda: float(_env("FLEET_MEND_S", "0")))
     access_log: bool = field(default_factory=lambda: _env("ACCESS_LOG", "0") == "1")
     tracing: bool = field(default_factory=lambda: _env("TRACING", "0") == "1")
 

@@ -32,7 +32,8 @@ def make_engine(settings: Settings, tags: tuple[str, ...], url: str, threads: in
         log.warning("front: the engine is at %s (%d beside the fronts)", url, settings.engines)
         urls = addresses.parse(url)
         s = settings
-        return RemoteEngine(urls, s.engine_token, s.timeout_s, tags, s.max_batch_size, s.shadow_max_busy)
+        mend_s = s.fleet_mend_s or 2 * s.timeout_s
+        return RemoteEngine(urls, s.engine_token, s.timeout_s, tags, s.max_batch_size, s.shadow_max_busy, mend_s)
     from .engine.local import LocalEngine  # onnxruntime: only where the model runs in this process
 
     return LocalEngine(settings, threads, tags=tags)

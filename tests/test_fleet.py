@@ -22,7 +22,7 @@ from loadtest import wrk
 from loadtest.server import free_port
 from loadtest.server import serve as serve_command
 from service.engine import addresses
-from service.engine.remote import RETRY_TOKENS, RemoteEngine
+from service.engine.remote import RETRY_TOKENS, RemoteEngine, majority
 from service.errors import ApiError
 from service.metrics import GONE_S
 from tests.conftest import ROOT
@@ -79,6 +79,16 @@ def test_an_engine_that_joins_gets_the_fleets_set_with_this_fronts_versions_adde
     assert engine._joined(None) == engine.shared, "alone, the front's own"
 
 
+def test_engines_that_differ_are_given_the_set_most_of_them_hold() -> None:
+    empty = {"traffic": {}, "shadows": {}, "previous": {}}
+    one = {"tags": ["m:1"], "defaults": {"m": "m:1"}, **empty}
+    two = {"tags": ["m:1", "m:2"], "defaults": {"m": "m:2"}, **empty}
+    other = {"tags": ["m:1", "m:3"], "defaults": {"m": "m:3"}, **empty}
+    assert majority([two, one, two]) == two
+    assert majority([two, one]) == majority([one, two]) == one, "a tie: fewer versions"
+    assert majority([other, two]) == majority([two, other]) == two, "then JSON order, the same on every front"
+
+
 def test_an_engine_refuses_a_set_that_is_not_one() -> None:
     from service.engine.server import _shared
 
@@ -132,7 +142,8 @@ def fleet(tmp_path_factory):
     with ExitStack() as stack:
         engines = [stack.enter_context(start_engine(h, port, env, root / f"{h}.log")) for h in HOSTS]
         front_env = {"RESNET_MODELS": MODELS, "RESNET_ENGINE_URL": ",".join(engines), "RESNET_ENGINE_TOKEN": TOKEN}
-        front = stack.enter_context(serve(home, root / "front.log", RESNET_FRONT_WORKERS="2", **front_env))
+        mend = {"RESNET_FLEET_MEND_S": "10"}  # engines that differ this long are given the set most of them hold
+        front = stack.enter_context(serve(home, root / "front.log", RESNET_FRONT_WORKERS="2", **front_env, **mend))
         yield {"front": front, "engines": engines, "env": env, "root": root, "stack": stack, "port": port}
 
 
@@ -313,6 +324,29 @@ def test_a_killed_engine_costs_no_answer_and_gets_work_once_restarted(fleet, tmp
     assert all(classify(fleet["front"]) == 200 for _ in range(5))
     fleet["stack"].enter_context(start_engine(HOSTS[1], fleet["port"], fleet["env"], tmp_path / "again.log"))
     takes_calls_again(fleet, engine)
+
+
+@pytest.mark.slow
+def test_after_a_partition_the_engines_converge_on_the_set_most_of_them_hold(fleet, tmp_path) -> None:
+    """Two fronts that each reach one side (engines 1 and 2; engine 3) make different changes; the fixture's front,
+    which reaches all three, sees them differ and gives the third engine the set the other two hold, and the
+    front of the minority side follows it."""
+    v1 = answered_by(fleet["front"])
+    v2 = stored(fleet["env"]["BENTOML_HOME"], variant(INT8, tmp_path / "v2"))
+    home, engines = fleet["env"]["BENTOML_HOME"], fleet["engines"]
+    env = {"RESNET_MODELS": f"shapes-resnet10:{v1}", "RESNET_ENGINE_TOKEN": TOKEN}  # not v2, the latest now
+    with (
+        serve(home, tmp_path / "p.log", RESNET_ENGINE_URL=",".join(engines[:2]), **env) as p,
+        serve(home, tmp_path / "q.log", RESNET_ENGINE_URL=engines[2], **env) as q,
+    ):
+        to_p, to_q = (f"{f}/v2/repository/models/shapes-resnet10/load" for f in (p, q))
+        assert httpx.post(to_p, json={"parameters": {"version": v2}}, timeout=120).status_code == 200
+        assert httpx.post(to_q, json={"parameters": {"version": v2, "default": False}}, timeout=120).status_code == 200
+        assert desired(engines[0]) == desired(engines[1]) != desired(engines[2]), "each side changed its own"
+        assert answered_by(q) == v1
+        settles(lambda: desired(engines[2]) == desired(engines[0]), within_s=60)
+        settles(lambda: answered_by(q) == v2 and answered_by(fleet["front"]) == v2)
+        assert desired(engines[2])["defaults"]["shapes-resnet10"] == f"shapes-resnet10:{v2}"
 
 
 @pytest.mark.slow

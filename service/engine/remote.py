@@ -10,7 +10,8 @@ gRPC's retry throttling caps them. What cannot be answered is EngineUnavailable 
 front), never a 500. A shadow copy goes to one engine, once.
 
 The fleet's set of models lives on this project's engines (``GET /v2/repository/desired``): ``agreed`` tells the
-front's keeper the set they all hold (service/repository.py follows it), and an engine that starts fresh is given it.
+front's keeper the set they all hold (service/repository.py follows it), an engine that starts fresh is given it, and
+engines that keep differing (after a partition) are given the set most of them hold.
 """
 
 import asyncio
@@ -58,6 +59,7 @@ class RemoteEngine:
         models: tuple[str, ...],
         max_batch_size: int = 32,
         spare_busy: float = 0.8,
+        mend_s: float = 60.0,
     ) -> None:
         self.urls, self.token, self.models = urls, token, models  # store tags, name:version
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -66,6 +68,7 @@ class RemoteEngine:
         self.gone: dict[str, float] = {}  # engine key → when it left
         self.tokens = RETRY_TOKENS
         self.shared: dict = {}  # the front's set (repository.Desired.shared), which service/worker.py keeps current
+        self.mend_s, self.split = mend_s, None  # the engines' sets as last seen to differ, and since when
         self._watching: asyncio.Task | None = None
         self._started: asyncio.Future | None = None
 
@@ -160,14 +163,42 @@ class RemoteEngine:
 
     async def agreed(self) -> dict | None:
         """The set every engine of this project that is up holds, if they all hold the same one (a change through any
-        front reaches them all); None while they differ or none answers."""
+        front reaches them all); None while they differ or one cannot say. Engines that keep differing are mended."""
         await self._start()
-        return await self._agreement()
+        held = await self._held()
+        sets = list((held or {}).values())
+        if sets and all(s == sets[0] for s in sets):
+            self.split = None
+            return sets[0]
+        if sets:
+            await self._mend(held)
+        return None
 
     async def _agreement(self, without: Member | None = None) -> dict | None:
-        sets = await asyncio.gather(*(self._set_of(m) for m in self._up() if m is not without))
-        found = [s for s in sets if s != {}]
-        return found[0] if found and None not in found and all(f == found[0] for f in found) else None
+        sets = list((await self._held(without) or {}).values())
+        return sets[0] if sets and all(s == sets[0] for s in sets) else None
+
+    async def _held(self, without: Member | None = None) -> dict[Member, dict] | None:
+        """Each up member's set (of this project's engines), or None while one cannot say."""
+        members = [m for m in self._up() if m is not without]
+        sets = await asyncio.gather(*(self._set_of(m) for m in members))
+        return None if None in sets else {m: s for m, s in zip(members, sets, strict=True) if s != {}}
+
+    async def _mend(self, held: dict[Member, dict]) -> None:
+        """Engines that have differed the same way for longer than a change takes (a partition healed with a change
+        made on each side, a load that failed on some) are given the set most of them hold (``majority``)."""
+        seen = sorted((m.key, json.dumps(s, sort_keys=True)) for m, s in held.items())
+        if self.split is None or self.split[0] != seen:
+            self.split = (seen, time.monotonic())
+            return
+        if time.monotonic() - self.split[1] < self.mend_s:
+            return
+        chosen = majority(list(held.values()))
+        for member in [m for m, shared in held.items() if shared != chosen]:
+            log.warning("engine %s held a set most engines lack for %.0f s: given theirs", member.key, self.mend_s)
+            with contextlib.suppress(ApiError):  # tried again at the next round
+                await self._give(member, chosen)
+        self.split = None
 
     async def _set_of(self, member: Member) -> dict | None:
         """The member's set, without ``fresh`` ({} from another protocol server, None when it cannot say now)."""
@@ -403,6 +434,13 @@ class RemoteEngine:
         """/metrics without the series of engines gone a while (metrics.left_out)."""
         here = {m.key for m in self.members.values()}
         return left_out(text, {(f'engine="{k}"',): left for k, left in self.gone.items() if k not in here})
+
+
+def majority(sets: list[dict]) -> dict:
+    """The set most engines hold; a tie goes to the set with fewer versions, then to the first in JSON order, so
+    that every front picks the same one."""
+    texts = [json.dumps(s, sort_keys=True) for s in sets]
+    return json.loads(min(set(texts), key=lambda t: (-texts.count(t), len(json.loads(t)["tags"]), t)))
 
 
 def _error(data: bytes) -> str:
