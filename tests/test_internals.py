@@ -3,6 +3,7 @@ changes them fails here first (the behaviour itself is tested over real sockets 
 
 import asyncio
 import inspect
+import logging
 import signal
 
 import aiohttp
@@ -46,6 +47,9 @@ def test_a_second_server_serves_its_socket_and_leaves_the_signals_alone(tmp_path
             await stop()
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    logger = logging.getLogger("uvicorn.error")
+    logger.setLevel(logging.INFO)
     assert asyncio.run(main()) == (200, b"ok")
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers, "the main server's handlers stay"
+    assert logger.level == logging.INFO, "and so does the logging BentoML configured"
     assert "def capture_signals" in inspect.getsource(uvicorn.Server), "what the second server leaves out"

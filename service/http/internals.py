@@ -121,10 +121,9 @@ async def serve_socket(app, path: str, keep_alive_s: float) -> Callable[[], Awai
     coroutine function returned stops it."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    config = uvicorn.Config(
-        app, uds=path, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=keep_alive_s
-    )
-    server = _Beside(config)
+    # log_config and log_level None: the worker's logging stays as BentoML configured it
+    options = {"lifespan": "off", "access_log": False, "log_config": None, "log_level": None}
+    server = _Beside(uvicorn.Config(app, uds=path, timeout_keep_alive=keep_alive_s, **options))
     serving = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if serving.done():
