@@ -26,10 +26,10 @@ from service.engine.remote import RETRY_TOKENS, RemoteEngine, majority
 from service.errors import ApiError
 from service.metrics import GONE_S
 from tests.conftest import ROOT
-from tests.server import DEFAULT, INT8, import_models, serve, stored, variant
+from tests.server import DEFAULT, INT8, STAR, calls_per_engine, import_models, serve, stored, under_load, variant
 
 pytestmark = pytest.mark.xdist_group("fleet")
-TOKEN, STAR = "fleet-secret-for-tests", ROOT / "docs" / "star.png"
+TOKEN = "fleet-secret-for-tests"
 MODELS = "shapes-resnet10:latest"
 
 
@@ -147,11 +147,6 @@ def fleet(tmp_path_factory):
         yield {"front": front, "engines": engines, "env": env, "root": root, "stack": stack, "port": port}
 
 
-def calls_per_engine(front: str) -> dict[str, float]:
-    text = httpx.get(f"{front}/metrics", timeout=30).text
-    return {k: float(v) for k, v in re.findall(r'resnet_engine_calls_total\{engine="([^"]+)"\} ([0-9.e+]+)', text)}
-
-
 def classify(front: str) -> int:
     files = {"image": ("star.png", STAR.read_bytes(), "image/png")}
     return httpx.post(f"{front}/classify", files=files, timeout=60).status_code
@@ -181,17 +176,6 @@ def engine_process(url: str) -> psutil.Process:
         if "service.engine.server" in command and host in command and port in command:
             return p
     raise LookupError(url)
-
-
-def under_load(front: str, seconds: float, during) -> dict:
-    """wrk at 8 clients for ``seconds``, ``during()`` run a second in."""
-    found: dict = {}
-    runner = threading.Thread(target=lambda: found.update(wrk.run(front, [STAR], 8, seconds, threads=2)))
-    runner.start()
-    time.sleep(1)
-    during()
-    runner.join()
-    return found
 
 
 def engine_versions(engine: str) -> list[str]:

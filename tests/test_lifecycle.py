@@ -20,11 +20,10 @@ import tritonclient.http as triton
 from loadtest import wrk
 from tests.conftest import ROOT
 from tests.netns import another_host
-from tests.server import DEFAULT, INT8, serve, stored, variant
-from tests.test_fleet import calls_per_engine, under_load
+from tests.server import DEFAULT, INT8, STAR, calls_per_engine, serve, stored, under_load, variant
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lifecycle")]
-NAME, STAR = "shapes-resnet10", ROOT / "docs" / "star.png"
+NAME = "shapes-resnet10"
 
 
 @pytest.fixture(scope="module")

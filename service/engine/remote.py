@@ -166,17 +166,15 @@ class RemoteEngine:
         front reaches them all); None while they differ or one cannot say. Engines that keep differing are mended."""
         await self._start()
         held = await self._held()
-        sets = list((held or {}).values())
-        if sets and all(s == sets[0] for s in sets):
+        if (same := _same(held)) is not None:
             self.split = None
-            return sets[0]
-        if sets:
+            return same
+        if held:
             await self._mend(held)
         return None
 
     async def _agreement(self, without: Member | None = None) -> dict | None:
-        sets = list((await self._held(without) or {}).values())
-        return sets[0] if sets and all(s == sets[0] for s in sets) else None
+        return _same(await self._held(without))
 
     async def _held(self, without: Member | None = None) -> dict[Member, dict] | None:
         """Each up member's set (of this project's engines), or None while one cannot say."""
@@ -434,6 +432,12 @@ class RemoteEngine:
         """/metrics without the series of engines gone a while (metrics.left_out)."""
         here = {m.key for m in self.members.values()}
         return left_out(text, {(f'engine="{k}"',): left for k, left in self.gone.items() if k not in here})
+
+
+def _same(held: dict[Member, dict] | None) -> dict | None:
+    """The one set every member holds, if they hold one."""
+    sets = list((held or {}).values())
+    return sets[0] if sets and all(s == sets[0] for s in sets) else None
 
 
 def majority(sets: list[dict]) -> dict:
