@@ -1,7 +1,7 @@
 """`make bench`'s serving-overhead part: what a request costs the server beyond the work itself.
 
 Server CPU-ms per request (from /proc, summed over every process of the server) for the default
-model on real JPEG photos, at 1 and 8 clients, side by side: the in-process floor (decode, resize
+model on real JPEG photos, at 1 and 8 clients, side by side in paired rounds: the in-process floor (decode, resize
 and onnxruntime with one thread, no HTTP), the service as `make serve` runs it, the same with
 onnxruntime's spinning threads, the GPU host's topology (fronts and an engine that BentoML runs beside
 them, forced on CPU), front + engine server over the Open Inference Protocol, and a naive
@@ -12,9 +12,11 @@ import collections
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 from .cpu import cpu_per_request, tree
@@ -97,39 +99,74 @@ def _store(home: Path) -> None:
     )
 
 
-def _points(url: str, roots: list[int], photos: list[bytes], count: int) -> list[dict]:
-    return [cpu_per_request(url, roots, photos, c, count) for c in (1, 8)]
+CONFIGS = {  # name → (service, settings beyond onnxruntime's, the engine server's too)
+    "in process (make serve)": ("service.service:Classifier", {}, False),
+    "in process, onnxruntime threads spinning": ("service.service:Classifier", {"RESNET_ORT_SPINNING": "1"}, False),
+    MANAGED: ("service.service:Classifier", {"RESNET_ENGINES": "1"}, False),
+    "front + engine server (Open Inference Protocol)": ("service.service:Classifier", {}, True),
+    "naive BentoML service, same ONNX": ("loadtest.naive_service:Naive", {"NAIVE_MODEL": str(DEFAULT)}, False),
+}
 
 
-def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int = 1500) -> dict:
+def _floor(out: Path, photo_files: list[Path]) -> float:
+    """The in-process floor's CPU-ms per image (``full``), in a process of its own."""
+    cmd = [PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files), "--floor-only"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    return json.loads((out / "floor.json").read_text())["cpu_floor_ms"]["full"]
+
+
+def _servers(stack: ExitStack, out: Path, env: dict) -> dict[str, tuple[str, list[int]]]:
+    """Every configuration up at once: name → (URL, the process trees its CPU is summed over)."""
+    up = {}
+    for name, (target, extra, remote) in CONFIGS.items():
+        settings, roots = {**env, **extra}, []
+        if remote:
+            command = [PY, "-m", "service.engine.server"]
+            log = out / "overhead-engine.log"
+            engine = stack.enter_context(serve("engine", env, log, command=command, ready_path="/v2/health/ready"))
+            settings["RESNET_ENGINE_URL"], roots = engine, [engine.pid]
+        url = stack.enter_context(serve(target, settings, out / f"overhead-{len(up)}.log"))
+        up[name] = (url, [url.pid, *roots])
+    return up
+
+
+def paired(floors: list[float], rounds: dict[str, list[list[dict]]]) -> dict[str, list[dict]]:
+    """Each configuration's points, medians over the rounds, with ``x_floor``: the median of each round's server
+    CPU-ms over that round's floor (rounds[name][round] holds one point per client count)."""
+    rows = {}
+    for name, runs in rounds.items():
+        rows[name] = []
+        for i, first in enumerate(runs[0]):
+            points = [run[i] for run in runs]
+            row = {k: statistics.median(p[k] for p in points) for k in first if k not in ("concurrency", "processes")}
+            ratios = [p["server_cpu_ms"] / f for p, f in zip(points, floors, strict=True)]
+            rows[name].append(first | row | {"x_floor": statistics.median(ratios)})
+    return rows
+
+
+def measure(out: Path, photos: list[bytes], photo_files: list[Path], count: int = 1500, rounds: int = 3) -> dict:
+    """Every configuration side by side, in rounds: the floor, then each server at 1 and 8 clients (its order
+    rotating), so that each ratio to the floor is paired within a round."""
     home = out / "overhead-home"
     _store(home)
-    subprocess.run(
-        [PY, "-m", "service.bench", str(out / "floor.json"), str(DEFAULT), *map(str, photo_files)], cwd=ROOT, check=True
-    )
-    floor = json.loads((out / "floor.json").read_text())["cpu_floor_ms"]["full"]
     # onnxruntime, as the floor is (OpenVINO beside it: loadtest/runtimes.py)
     env = {"BENTOML_HOME": str(home), "RESNET_PROVIDERS": "CPUExecutionProvider", "RESNET_RUNTIME": "onnxruntime"}
-    rows, shares = {}, {}
-    with serve("service.service:Classifier", env, out / "overhead-inprocess.log") as url:
-        rows["in process (make serve)"] = _points(url, [url.pid], photos, count)
-        worker = tree(url.pid)[1:]
-        spy = threading.Thread(target=lambda: shares.update(profile(worker, 8, out)))
+    floors, runs, shares = [], {name: [] for name in CONFIGS}, {}
+    with ExitStack() as stack:
+        up = _servers(stack, out, env)
+        for r in range(rounds):
+            floors.append(_floor(out, photo_files))
+            for name in [*CONFIGS][r % len(CONFIGS) :] + [*CONFIGS][: r % len(CONFIGS)]:
+                url, roots = up[name]
+                runs[name].append([cpu_per_request(url, roots, photos, c, count) for c in (1, 8)])
+        url, _ = up["in process (make serve)"]
+        spy = threading.Thread(target=lambda: shares.update(profile(tree(url.pid)[1:], 8, out)))
         spy.start()
         cpu_per_request(url, [url.pid], photos, 8, count)
         spy.join()
-    with serve("service.service:Classifier", {**env, "RESNET_ORT_SPINNING": "1"}, out / "overhead-spin.log") as url:
-        rows["in process, onnxruntime threads spinning"] = _points(url, [url.pid], photos, count)
-    with serve("service.service:Classifier", {**env, "RESNET_ENGINES": "1"}, out / "overhead-managed.log") as url:
-        rows[MANAGED] = _points(url, [url.pid], photos, count)
-    engine_cmd = [PY, "-m", "service.engine.server"]
-    with serve("engine", env, out / "overhead-engine.log", command=engine_cmd, ready_path="/v2/health/ready") as engine:
-        front_env = {**env, "RESNET_ENGINE_URL": engine}
-        with serve("service.service:Classifier", front_env, out / "overhead-front.log") as url:
-            rows["front + engine server (Open Inference Protocol)"] = _points(url, [url.pid, engine.pid], photos, count)
-    with serve("loadtest.naive_service:Naive", {**env, "NAIVE_MODEL": str(DEFAULT)}, out / "overhead-naive.log") as url:
-        rows["naive BentoML service, same ONNX"] = _points(url, [url.pid], photos, count)
-    return {"floor_ms": floor, "rows": rows, "profile": shares, "photos": len(photos)}
+    rows = paired(floors, runs)
+    floor = statistics.median(floors)
+    return {"floor_ms": floor, "rows": rows, "profile": shares, "photos": len(photos), "rounds": rounds}
 
 
 def targets(o: dict) -> list[tuple[str, float, float]]:
@@ -138,14 +175,14 @@ def targets(o: dict) -> list[tuple[str, float, float]]:
         (
             f"server CPU per request ≤ 1.5× the in-process floor, {r['concurrency']} client(s) (floor × 1.5 / "
             f"measured)",
-            1.5 * o["floor_ms"] / r["server_cpu_ms"],
+            1.5 / r["x_floor"],
             1.0,
         )
         for r in served
     ]
     split = o["rows"][MANAGED][-1]
     name = "GPU host's topology (on CPU): server CPU per request ≤ 1.6× the floor, 8 clients (floor × 1.6 / measured)"
-    return [*rows, (name, 1.6 * o["floor_ms"] / split["server_cpu_ms"], 1.0)]
+    return [*rows, (name, 1.6 / split["x_floor"], 1.0)]
 
 
 def section(o: dict) -> str:
@@ -160,7 +197,7 @@ def section(o: dict) -> str:
         for r in points:
             lines.append(
                 f"| {name} | {r['concurrency']} | {r['server_cpu_ms']:.2f} | "
-                f"{r['server_cpu_ms'] / o['floor_ms']:.2f} | {r['client_cpu_ms']:.2f} | {r['p50_ms']:.1f} | "
+                f"{r['x_floor']:.2f} | {r['client_cpu_ms']:.2f} | {r['p50_ms']:.1f} | "
                 f"{r['requests_per_s']:.0f} | {r['processes']} |"
             )
     spy = "\n".join(f"| {name} | {share:.0%} |" for name, share in o["profile"].items())
@@ -168,9 +205,10 @@ def section(o: dict) -> str:
 ## Serving overhead: server CPU per request (default model, {o["photos"]} real JPEG photos, `full`)
 
 CPU time (utime + stime from `/proc`, summed over every process of the server: supervisor, workers,
-engine) per `/classify`, side by side in this run, against the floor: the same decode, resize and
-onnxruntime call in one process with one onnxruntime thread and no HTTP. The load client (httpx,
-in the benchmark's own process) is measured apart.
+engine) per `/classify`, against the floor: the same decode, resize and onnxruntime call in one process
+with one onnxruntime thread and no HTTP. Every server is up at once; each of {o["rounds"]} rounds measures the
+floor, then each server in turn (the order rotating), and × floor is the median of each round's ratio. The
+load client (httpx, in the benchmark's own process) is measured apart. Figures are medians over the rounds.
 
 {chr(10).join(lines)}
 

@@ -1,6 +1,6 @@
 """In-process pipeline timing: decode + preprocess + onnxruntime on files, no HTTP, one at a time.
 
-python -m service.bench OUT.json MODEL_FOLDER IMAGE... [--telemetry FOLDER]   (run by `make bench`)
+python -m service.bench OUT.json MODEL_FOLDER IMAGE... [--telemetry FOLDER] [--floor-only]   (run by `make bench`)
 
 Besides latency, it gives the CPU floor of a request: CPU time per image of the same work with one
 onnxruntime thread, which the served CPU-ms per request are measured against; and what the model
@@ -81,13 +81,16 @@ def telemetry_us(entry: Entry, data: list[bytes], calls: int = 5000) -> float:
     return statistics.median(rounds)
 
 
-def main(out: Path, folder: Path, files: list[Path], telemetry: list[Path]) -> None:
+def main(out: Path, folder: Path, files: list[Path], telemetry: list[Path], floor_only: bool = False) -> None:
     entry = catalog.read(folder.name, folder)
     data = [f.read_bytes() for f in files]
-    fast = Runner({entry.name: Sessions(entry, CPU, 0, False)})  # every core: the latency a request can reach
     one = Runner({entry.name: Sessions(entry, CPU, 1, False)})  # one thread: the CPU floor
-    rows = {policy: pipeline(fast, entry, data, policy) for policy in ("crop", "full")}
     floor = {policy: pipeline(one, entry, data, policy, runs=10)["cpu_ms"] for policy in ("crop", "full")}
+    if floor_only:  # once per round of loadtest/overhead.py, paired with the served figures
+        out.write_text(json.dumps({"model": entry.name, "images": len(files), "cpu_floor_ms": floor}, indent=2))
+        return
+    fast = Runner({entry.name: Sessions(entry, CPU, 0, False)})  # every core: the latency a request can reach
+    rows = {policy: pipeline(fast, entry, data, policy) for policy in ("crop", "full")}
     result = {
         "model": entry.name,
         "images": len(files),
@@ -105,5 +108,6 @@ if __name__ == "__main__":
     parser.add_argument("folder", type=Path)
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--telemetry", nargs="*", type=Path, default=[], help="models with reference statistics")
+    parser.add_argument("--floor-only", action="store_true", help="only the CPU floor (loadtest/overhead.py)")
     args = parser.parse_args()
-    main(args.out, args.folder, args.images, args.telemetry)
+    main(args.out, args.folder, args.images, args.telemetry, args.floor_only)

@@ -1,0 +1,33 @@
+"""`make bench`'s arithmetic: ratios paired within a round, and the floor they are taken against."""
+
+import json
+
+import pytest
+
+from loadtest.overhead import paired
+from service import bench
+from tests.conftest import IMAGES
+from tests.server import DEFAULT
+
+
+def point(clients: int, cpu_ms: float) -> dict:
+    return {"concurrency": clients, "processes": 3, "server_cpu_ms": cpu_ms, "p50_ms": cpu_ms * 2}
+
+
+def test_ratios_to_the_floor_are_paired_within_each_round() -> None:
+    floors = [1.0, 2.0, 4.0]  # a machine that slows down between rounds
+    cpu = [(1.5, 1.2), (3.2, 2.4), (6.0, 4.8)]  # at 1 and 8 clients, per round
+    rounds = {"served": [[point(1, one), point(8, eight)] for one, eight in cpu]}
+    (c1, c8) = paired(floors, rounds)["served"]
+    assert c1["x_floor"] == pytest.approx(1.5), "median of 1.5, 1.6, 1.5; not median CPU over median floor (1.6)"
+    assert c8["x_floor"] == pytest.approx(1.2)
+    assert (c1["concurrency"], c8["concurrency"], c1["processes"]) == (1, 8, 3)
+    assert (c1["server_cpu_ms"], c1["p50_ms"]) == (3.2, 6.4), "the other figures: medians over the rounds"
+
+
+def test_the_floor_alone_is_measured_on_real_images(tmp_path) -> None:
+    out = tmp_path / "floor.json"
+    bench.main(out, DEFAULT, [IMAGES / "chelsea.png", IMAGES / "coffee.png"], [], floor_only=True)
+    found = json.loads(out.read_text())
+    assert found.keys() == {"model", "images", "cpu_floor_ms"} and found["images"] == 2
+    assert min(found["cpu_floor_ms"]["crop"], found["cpu_floor_ms"]["full"]) > 0
