@@ -22,7 +22,8 @@ from loadtest import wrk
 from loadtest.server import free_port
 from loadtest.server import serve as serve_command
 from service.engine import addresses
-from service.engine.remote import RETRY_TOKENS, RemoteEngine, majority
+from service.engine.member import Member
+from service.engine.remote import RETRY_TOKENS, STARTING_S, RemoteEngine, majority
 from service.errors import ApiError
 from service.metrics import GONE_S
 from tests.conftest import ROOT
@@ -362,6 +363,27 @@ def test_no_engine_up_is_a_fast_503() -> None:
 
     ready, seconds = asyncio.run(main())
     assert ready is False and seconds < 5
+
+
+def test_a_repository_change_waits_a_few_heartbeats_for_an_engine_to_come_up() -> None:
+    """Engines beside the fronts may come up just after a front worker's first heartbeat: a load then waits for one
+    rather than answering 503 while another worker already says ready; with none, it gives up after STARTING_S."""
+
+    async def main() -> tuple[list, float, list, float]:
+        engine = RemoteEngine(("http://127.0.0.1:9",), "", 30, ())
+        late = engine.members["late"] = Member("http://127.0.0.1:9", "", engine.timeout)
+        asyncio.get_running_loop().call_later(0.3, late.verdict, True)
+        t = time.monotonic()
+        came = await engine._up_soon()
+        came_s, t = time.monotonic() - t, time.monotonic()
+        late.verdict(False)
+        none = await engine._up_soon()
+        await engine.close()
+        return came, came_s, none, time.monotonic() - t
+
+    came, came_s, none, none_s = asyncio.run(main())
+    assert len(came) == 1 and 0.25 < came_s < STARTING_S, came_s
+    assert none == [] and STARTING_S <= none_s < STARTING_S + 1, none_s
 
 
 def test_series_of_an_engine_gone_a_while_leave_metrics() -> None:

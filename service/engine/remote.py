@@ -38,6 +38,7 @@ log = logging.getLogger("resnet.front")
 
 BUSY, BROKEN = (429, 503), (502, 504)  # at its limit; lost by a proxy before it
 HEARTBEAT_S, RESOLVE_S = 0.5, 5.0
+STARTING_S = 2.0  # a repository change waits this long for an engine to be up (a call is refused at once)
 FULL_S = 1.0  # after a 429/503, no retry is sent to that engine for this long
 CALLS_IN_FLIGHT = 2  # per front worker: the engine has the next batch queued while it runs this one
 RETRY_TOKENS, RETRY_RATIO = 10.0, 0.1  # gRPC's retry throttling: a retry spends a token, a call earns 0.1
@@ -375,10 +376,18 @@ class RemoteEngine:
         """Every engine that is up loads ``tag`` (warm when it answers) as the front does (the default, or a canary
         or shadow by ``plan``), or the reason one cannot."""
         await self._start()
-        up = self._up()
+        up = await self._up_soon()
         if not up:
             raise EngineUnavailable("no engine is up")
         await asyncio.gather(*(self._load(m, tag, default, plan) for m in up))
+
+    async def _up_soon(self) -> list[Member]:
+        """The members up, waiting a few heartbeats for one: engines that BentoML starts beside the fronts may come up
+        just after a front worker's first heartbeat, while another worker already answers ready."""
+        deadline = time.monotonic() + STARTING_S
+        while not (up := self._up()) and time.monotonic() < deadline:
+            await asyncio.sleep(HEARTBEAT_S / 5)
+        return up
 
     async def apply(self, tags: tuple[str, ...]) -> tuple[str, ...]:
         """Wait (up to the request timeout) until every engine that is up serves each new tag; tell them to unload
