@@ -41,6 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+READY_STREAK = 4  # answers in a row: each probe is a new connection, taken by any worker, and each says for itself
+
+
 @contextmanager
 def serve(
     target: str,
@@ -70,18 +73,17 @@ def serve(
     url = Server(f"http://{host}:{port}")
     url.pid, url.grpc = proc.pid, f"127.0.0.1:{env['RESNET_GRPC_PORT']}"
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
+        deadline, streak = time.monotonic() + ready_timeout, 0
+        while streak < READY_STREAK:
             if proc.poll() is not None:
                 raise RuntimeError(f"{target} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} not ready in {ready_timeout}s:\n{log.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
-                    break
+                streak = streak + 1 if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200 else 0
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+                streak = 0
+            time.sleep(0.1 if streak else 0.5)
         yield url
     finally:
         with suppress(ProcessLookupError):  # a test may have killed it already
