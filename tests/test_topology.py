@@ -124,8 +124,9 @@ def test_an_engine_killed_is_restarted_and_the_fronts_say_so_meanwhile(managed) 
         seen.append((answer.status_code, answer.headers.get("retry-after")))
         if answer.status_code == 200:
             assert answer.json()["predictions"][0]["label"] == "star", answer.text
+            streak += 1
         else:
             assert seen[-1] == (503, "1"), answer.text
+            streak = 0
             time.sleep(0.2)
-        streak = streak + 1 if answer.status_code == 200 else 0
     assert streak == 8, f"every front worker answers again: {seen}"
