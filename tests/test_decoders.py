@@ -1,21 +1,27 @@
 """The GPU JPEG decoder option: Pillow is the logged fallback, and a decoder given is the one used."""
 
+import asyncio
 import io
 import logging
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from service import catalog
+from service.classifier.front import Front
+from service.config import Settings
 from service.imaging.decoders import jpeg_decoder
 from service.imaging.preprocess import prepare
 from tests.conftest import IMAGES
+from tests.server import DEFAULT
 from tests.test_preprocess import LIMITS, PRE  # the same policies and limits as the in-process tests
 
 
-def jpeg() -> bytes:
+def jpeg(quality: int = 92) -> bytes:
     buf = io.BytesIO()
-    Image.open(IMAGES / "chelsea.png").convert("RGB").save(buf, "JPEG", quality=92)
+    Image.open(IMAGES / "chelsea.png").convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -39,3 +45,30 @@ def test_a_jpeg_decoder_given_is_used_and_agrees_with_the_default_path() -> None
     ours, default = prepare(data, "full", PRE, LIMITS, full_decode), prepare(data, "full", PRE, LIMITS)
     assert calls == [len(data)] and ours.pixels.shape == default.pixels.shape and ours.original == default.original
     assert np.abs(ours.pixels.astype(int) - default.pixels).mean() < 4
+
+
+def test_a_lone_small_image_decodes_on_the_event_loop_and_any_other_in_the_executor() -> None:
+    """Decoding on the loop spares two thread hand-offs; a large image, or one beside others, must not hold it."""
+    buf = io.BytesIO()
+    Image.open(IMAGES / "chelsea.png").convert("RGB").resize((1400, 931)).save(buf, "JPEG", quality=92)
+    names = {jpeg(): "small", jpeg(quality=80): "other", buf.getvalue(): "large"}
+    small, other, large = names
+    decoded: list[tuple[str, bool]] = []  # (image, decoded on the loop's thread), in the order decoded
+
+    def recording(data: bytes) -> Image.Image:  # Pillow, noting where it ran
+        decoded.append((names[data], threading.current_thread() is threading.main_thread()))
+        return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+
+    front, entry = Front(None, Settings(), recording), catalog.read("shapes-resnet10:test", DEFAULT)
+
+    async def requests() -> None:
+        for data in (small, large):  # one request at a time, one image each
+            await front._prepare(entry, "full", data, alone=True)
+        await asyncio.gather(*(front._prepare(entry, "full", data, alone=False) for data in (other, small)))
+        # two requests at once: the small one arrives while the large one decodes
+        await asyncio.gather(*(front._prepare(entry, "full", data, alone=True) for data in (large, small)))
+
+    asyncio.run(requests())
+    assert decoded[:2] == [("small", True), ("large", False)]
+    assert set(decoded[2:4]) == {("other", False), ("small", False)}
+    assert set(decoded[4:]) == {("large", False), ("small", False)}

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..engine.interface import Engine, Item, Result
 from ..errors import ApiError, EngineUnavailable
 from ..imaging.decoders import Decode
-from ..imaging.preprocess import ImageLimits, Prepared, prepare
+from ..imaging.preprocess import ImageLimits, Prepared, check, decode
 from ..metrics import PREPROCESS_SECONDS, REQUESTS, collected, left_out
 from ..rollout import Split
 from .comparison import Comparison, figures
@@ -23,6 +23,7 @@ from .schemas import Classification, Embedding, Explanation, OutOfDistribution, 
 from .telemetry import Monitor, ood_status
 
 log = logging.getLogger("resnet.front")
+INLINE_PIXELS = 1 << 20  # images up to a megapixel (a few ms to decode) may decode on the event loop
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,6 +64,7 @@ class Front:
         self.monitors: dict[str, Monitor] = {}
         self.comparisons: dict[tuple[str, str], Comparison] = {}  # by (shadow tag, the default version it copies)
         self.mirrors: set[asyncio.Task] = set()  # shadow copies in flight (kept referenced until done)
+        self.decoding = 0  # images decoding in the executor now
         self.main = ""  # the model of requests that name none
         self.gone: dict[str, float] = {}  # versions unloaded, and when: their series leave /metrics
 
@@ -121,11 +123,22 @@ class Front:
             raise ApiError(400, "bad_top_k", f"top_k must be between 1 and {k}, got {top_k}")
         return entry, policy
 
-    async def _prepare(self, entry: Entry, policy: str, data: bytes) -> tuple[Prepared, float]:
-        limits = ImageLimits.of(self.settings, entry.meta.min_input_size)
+    async def _prepare(self, entry: Entry, policy: str, data: bytes, alone: bool) -> tuple[Prepared, float]:
+        """The image checked from its header, then decoded: on the event loop when it is a request's only image
+        (``alone``), small, and no other image is decoding, which spares two thread hand-offs (BENCHMARKS.md); else in
+        the default executor."""
         t = time.perf_counter()
-        loop, pre = asyncio.get_running_loop(), entry.meta.preprocessing
-        prepared = await loop.run_in_executor(None, prepare, data, policy, pre, limits, self.jpeg)
+        img = check(data, ImageLimits.of(self.settings, entry.meta.min_input_size))
+        pre = entry.meta.preprocessing
+        if alone and not self.decoding and img.width * img.height <= INLINE_PIXELS:
+            prepared = decode(img, data, policy, pre, self.jpeg)
+        else:
+            self.decoding += 1
+            try:
+                loop = asyncio.get_running_loop()
+                prepared = await loop.run_in_executor(None, decode, img, data, policy, pre, self.jpeg)
+            finally:
+                self.decoding -= 1
         seconds = time.perf_counter() - t
         PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
         h, w = prepared.pixels.shape[:2]
@@ -138,7 +151,8 @@ class Front:
         """Prepare ``images`` concurrently, then one engine call for them all; every answer is counted, and what
         the default answers is copied to its shadows."""
         monitor = self.monitors[entry.tag]  # before any wait: the version may be unloaded meanwhile
-        prepared = await asyncio.gather(*(self._prepare(entry, policy, data) for data in images))
+        alone = len(images) == 1
+        prepared = await asyncio.gather(*(self._prepare(entry, policy, data, alone) for data in images))
         outputs = tuple(dict.fromkeys((*outputs, *monitor.outputs)))
         t = time.perf_counter()
         results = await self.engine.infer([Item(entry.tag, p.pixels, outputs) for p, _ in prepared])

@@ -54,18 +54,29 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def prepare(
-    data: bytes, policy: Policy, pre: Preprocessing, limits: ImageLimits, jpeg: Decode | None = None
-) -> Prepared:
-    """Bytes → upright RGB → the policy's uint8 pixels; JPEG through ``jpeg`` when given (decoders.py)."""
+def check(data: bytes, limits: ImageLimits) -> Image.Image:
+    """The image opened and held to ``limits`` from its header alone (cheap: nothing decoded yet)."""
     img = open_image(data, limits)
     w, h = img.size
     if max(w, h) / min(w, h) > limits.max_aspect:
         raise ApiError(422, "bad_aspect_ratio", f"{w}×{h} is beyond the 1:{limits.max_aspect:g} aspect limit")
     if min(w, h) < limits.min_side:
         raise ApiError(422, "image_too_small", f"{w}×{h} is below the model's minimum side {limits.min_side}")
-    decode = (lambda: jpeg(data)) if img.format == "JPEG" and jpeg is not None else None  # upright already
+    return img
+
+
+def decode(img: Image.Image, data: bytes, policy: Policy, pre: Preprocessing, jpeg: Decode | None = None) -> Prepared:
+    """A checked image (``data`` opened) → upright RGB → the policy's uint8 pixels; JPEG through ``jpeg`` when given
+    (decoders.py)."""
+    own = (lambda: jpeg(data)) if img.format == "JPEG" and jpeg is not None else None  # upright already
     try:
-        return prepare_image(img, pre, policy, decode)
+        return prepare_image(img, pre, policy, own)
     except Exception:
         raise ApiError(422, "corrupt_image", "the image data is truncated or corrupt") from None
+
+
+def prepare(
+    data: bytes, policy: Policy, pre: Preprocessing, limits: ImageLimits, jpeg: Decode | None = None
+) -> Prepared:
+    """Bytes → the policy's uint8 pixels, within ``limits``."""
+    return decode(check(data, limits), data, policy, pre, jpeg)
