@@ -48,11 +48,13 @@ def test_a_jpeg_decoder_given_is_used_and_agrees_with_the_default_path() -> None
 
 
 def test_a_lone_small_image_decodes_on_the_event_loop_and_any_other_in_the_executor() -> None:
-    """Decoding on the loop spares two thread hand-offs; a large image, or one beside others, must not hold it."""
+    """Decoding on the loop spares two thread hand-offs; a large image (in pixels, or in bytes that a crafted header
+    could make slow to read), or one beside others, must not hold it."""
     buf = io.BytesIO()
     Image.open(IMAGES / "chelsea.png").convert("RGB").resize((1400, 931)).save(buf, "JPEG", quality=92)
-    names = {jpeg(): "small", jpeg(quality=80): "other", buf.getvalue(): "large"}
-    small, other, large = names
+    small, other, large = jpeg(), jpeg(quality=80), buf.getvalue()
+    padded = small[:2] + b"\xff\xfe\x00\x02" * (1 << 17) + small[2:]  # empty comments: a costly header, 512 KiB
+    names = {small: "small", other: "other", large: "large", padded: "padded"}
     decoded: list[tuple[str, bool]] = []  # (image, decoded on the loop's thread), in the order decoded
 
     def recording(data: bytes) -> Image.Image:  # Pillow, noting where it ran
@@ -62,13 +64,13 @@ def test_a_lone_small_image_decodes_on_the_event_loop_and_any_other_in_the_execu
     front, entry = Front(None, Settings(), recording), catalog.read("shapes-resnet10:test", DEFAULT)
 
     async def requests() -> None:
-        for data in (small, large):  # one request at a time, one image each
+        for data in (small, large, padded):  # one request at a time, one image each
             await front._prepare(entry, "full", data, alone=True)
         await asyncio.gather(*(front._prepare(entry, "full", data, alone=False) for data in (other, small)))
         # two requests at once: the small one arrives while the large one decodes
         await asyncio.gather(*(front._prepare(entry, "full", data, alone=True) for data in (large, small)))
 
     asyncio.run(requests())
-    assert decoded[:2] == [("small", True), ("large", False)]
-    assert set(decoded[2:4]) == {("other", False), ("small", False)}
-    assert set(decoded[4:]) == {("large", False), ("small", False)}
+    assert decoded[:3] == [("small", True), ("large", False), ("padded", False)]
+    assert set(decoded[3:5]) == {("other", False), ("small", False)}
+    assert set(decoded[5:]) == {("large", False), ("small", False)}

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..config import Settings
 from ..engine.interface import Engine, Item, Result
 from ..errors import ApiError, EngineUnavailable
 from ..imaging.decoders import Decode
-from ..imaging.preprocess import ImageLimits, Prepared, check, decode
+from ..imaging.preprocess import ImageLimits, Prepared, check, decode, prepare
 from ..metrics import PREPROCESS_SECONDS, REQUESTS, collected, left_out
 from ..rollout import Split
 from .comparison import Comparison, figures
@@ -23,7 +24,7 @@ from .schemas import Classification, Embedding, Explanation, OutOfDistribution, 
 from .telemetry import Monitor, ood_status
 
 log = logging.getLogger("resnet.front")
-INLINE_PIXELS = 1 << 20  # images up to a megapixel (a few ms to decode) may decode on the event loop
+INLINE_BYTES, INLINE_PIXELS = 1 << 19, 1 << 20  # what may decode on the event loop: a few ms, a crafted header ~0.1 s
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -124,26 +125,32 @@ class Front:
         return entry, policy
 
     async def _prepare(self, entry: Entry, policy: str, data: bytes, alone: bool) -> tuple[Prepared, float]:
-        """The image checked from its header, then decoded: on the event loop when it is a request's only image
-        (``alone``), small, and no other image is decoding, which spares two thread hand-offs (BENCHMARKS.md); else in
-        the default executor."""
+        """The image checked, then decoded. On the event loop when it is a request's only image (``alone``), small in
+        bytes (its header cheap to read, however crafted) and in pixels, and no other image is decoding: two thread
+        hand-offs spared (BENCHMARKS.md). Else in the default executor."""
         t = time.perf_counter()
-        img = check(data, ImageLimits.of(self.settings, entry.meta.min_input_size))
-        pre = entry.meta.preprocessing
-        if alone and not self.decoding and img.width * img.height <= INLINE_PIXELS:
-            prepared = decode(img, data, policy, pre, self.jpeg)
+        limits, pre = ImageLimits.of(self.settings, entry.meta.min_input_size), entry.meta.preprocessing
+        if alone and not self.decoding and len(data) <= INLINE_BYTES:
+            img = check(data, limits)
+            if img.width * img.height <= INLINE_PIXELS:
+                prepared = decode(img, data, policy, pre, self.jpeg)
+            else:
+                prepared = await self._off_loop(decode, img, data, policy, pre, self.jpeg)
         else:
-            self.decoding += 1
-            try:
-                loop = asyncio.get_running_loop()
-                prepared = await loop.run_in_executor(None, decode, img, data, policy, pre, self.jpeg)
-            finally:
-                self.decoding -= 1
+            prepared = await self._off_loop(prepare, data, policy, pre, limits, self.jpeg)
         seconds = time.perf_counter() - t
         PREPROCESS_SECONDS.labels(policy=policy).observe(seconds)
         h, w = prepared.pixels.shape[:2]
         REQUESTS.labels(model=entry.name, policy=policy, bucket=f"{h}x{w}").inc()
         return prepared, seconds * 1e3
+
+    async def _off_loop(self, work: Callable[..., Prepared], *args) -> Prepared:
+        """``work`` in the default executor, counted as decoding meanwhile."""
+        self.decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+        finally:
+            self.decoding -= 1
 
     async def run(
         self, entry: Entry, policy: str, images: list[bytes], outputs: tuple[str, ...] = ("logits",)
