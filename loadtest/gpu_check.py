@@ -7,10 +7,10 @@ measures parity (CUDA vs CPU vs torch) and batch 1–128 throughput in process; 
 served with RESNET_REQUIRE_GPU=1 as `make serve` runs them on a GPU host (one engine per GPU beside the
 front workers), and driven over HTTP by wrk (loadtest/wrk.py) with real JPEG photos (longer side 500 px)
 at 1–256 clients: at each point the p99, the fronts' and the engines' CPU per request (from /proc) and
-the GPU's utilisation (nvidia-smi). The old topology (a CUDA engine inside each of half the cores' front
-workers) is measured beside it, for the record. Writes OUT/gpu.json, which `make bench` folds into
-BENCHMARKS.md once copied to docs/gpu_check.json. ``--allow-cpu`` is the dry run on a CPU host (the
-same topology, forced with RESNET_ENGINES=1).
+the GPU's utilisation (nvidia-smi); fp16 first, the fast path. With --old-topology, a CUDA engine inside
+each of half the cores' front workers is measured too. Writes OUT/gpu.json after every point (a run cut short
+keeps what it measured), which `make bench` folds into BENCHMARKS.md once copied to docs/gpu_check.json.
+``--allow-cpu`` is the dry run on a CPU host (the same topology, forced with RESNET_ENGINES=1).
 """
 
 import argparse
@@ -34,7 +34,6 @@ from .report import machine
 from .server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENTS = [1, 8, 32, 128, 256]
 
 
 def served_agreement(url: str, images: list[bytes]) -> dict:
@@ -86,44 +85,53 @@ def gpu_memory_mib(pids: list[int]) -> float | None:
     return sum(float(used) for pid, used in rows if int(pid) in pids)
 
 
-def sweep(url, files: list[Path], seconds: float, model: str) -> list[dict]:
+class Results(dict):
+    """gpu.json, written again after every point: a run cut short at the device's limit keeps what it measured."""
+
+    def __init__(self, path: Path, clients: list[int], **first) -> None:
+        super().__init__(first)
+        self.path, self.clients = path, clients
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self, indent=2))
+
+    def add(self, key: str, row: dict) -> None:
+        self.setdefault(key, []).append(row)
+        self.save()
+
+
+def sweep(url, files: list[Path], seconds: float, model: str, results: Results, key: str, clients: list[int]) -> None:
     """wrk at each client count (after a warm-up): p99, the fronts' and engines' CPU per request, GPU use."""
-    wrk.run(url, files, CLIENTS[0], min(2.0, seconds), policy="crop", model=model)
-    rows = []
-    for clients in CLIENTS:
+    wrk.run(url, files, clients[0], min(2.0, seconds), policy="crop", model=model)
+    for n in clients:
         pids = roles(url.pid)
         before = {role: cpu_seconds(p) for role, p in pids.items()}
         with gpu_utilisation() as samples:
-            row = wrk.run(url, files, clients, seconds, policy="crop", model=model)
+            row = wrk.run(url, files, n, seconds, policy="crop", model=model)
         for role, p in pids.items():
             row[f"{role}_cpu_ms"] = (cpu_seconds(p) - before[role]) * 1e3 / max(1, row["requests"])
-        rows.append({"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None})
-    return rows
+        results.add(key, {"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None})
 
 
-def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float) -> dict:
-    """Both models through the service with wrk at 1–256 clients; fp16 again with JPEG decoded on the GPU,
-    and in the old topology (the model inside each of several front workers)."""
+def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float, results: Results) -> None:
+    """fp16 (the GPU's fast path) then fp32 through the service with wrk at 1–256 clients; fp16 again with JPEG
+    decoded on the GPU and with two batches in flight; the old topology (the model inside each of several front
+    workers) only when ``RESNET_ENGINES=0`` is asked for with --old-topology. Most wanted first."""
     started = time.perf_counter()
     with serve("service.service:Classifier", env, out / "server.log") as url:
-        result = {
-            "served_startup_s": time.perf_counter() - started,  # until ready: every session warm at every bucket
-            "served_engine_gpu_mib": gpu_memory_mib(roles(url.pid)["engine"]),
-            "served_providers": {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()},
-            "served_agreement": served_agreement(url, images),
-            "served_processes": {role: len(p) for role, p in roles(url.pid).items()},
-            "served": [r for m in ("resnet50", "resnet50-fp16") for r in sweep(url, files, seconds, m)],
-        }
-        result["served_engine_gpu_mib_after_load"] = gpu_memory_mib(roles(url.pid)["engine"])
-    old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
-    with serve("service.service:Classifier", old, out / "server-old.log") as url:
-        result["served_engine_in_each_worker"] = sweep(url, files, seconds, "resnet50-fp16")
-    with serve("service.service:Classifier", {**env, "RESNET_BATCHES_IN_FLIGHT": "2"}, out / "server-2.log") as url:
-        points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
-        result["served_two_batches_in_flight"] = [{"model": "resnet50-fp16", **r} for r in points]
+        results["served_startup_s"] = time.perf_counter() - started  # until ready: every session warm at every bucket
+        results["served_engine_gpu_mib"] = gpu_memory_mib(roles(url.pid)["engine"])
+        results["served_providers"] = {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()}
+        results["served_processes"] = {role: len(p) for role, p in roles(url.pid).items()}
+        results["served_agreement"] = served_agreement(url, images)
+        sweep(url, files, seconds, "resnet50-fp16", results, "served", results.clients)
+        results["served_engine_gpu_mib_after_load"] = gpu_memory_mib(roles(url.pid)["engine"])
+        sweep(url, files, seconds, "resnet50", results, "served", results.clients)
     with serve("service.service:Classifier", {**env, "RESNET_DECODER": "nvimgcodec"}, out / "server-nv.log") as url:
-        points = wrk.sweep(url, files, CLIENTS[2:], seconds, policy="crop", model="resnet50-fp16")
-        result["served_nvimgcodec"] = [{"model": "resnet50-fp16", **r} for r in points]
+        sweep(url, files, seconds, "resnet50-fp16", results, "served_nvimgcodec", results.clients[-3:])
+    with serve("service.service:Classifier", {**env, "RESNET_BATCHES_IN_FLIGHT": "2"}, out / "server-2.log") as url:
+        sweep(url, files, seconds, "resnet50-fp16", results, "served_two_batches_in_flight", results.clients[-3:])
     fp16 = out / "models" / "resnet50-fp16"
     subprocess.run(
         [sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
@@ -131,27 +139,33 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
         env={**os.environ, **env},
         check=True,
     )
-    result["decode_images_per_s"] = json.loads((out / "decode.json").read_text())["decode_images_per_s"]
-    return result
+    results["decode_images_per_s"] = json.loads((out / "decode.json").read_text())["decode_images_per_s"]
+    results.save()
+
+
+def old_topology(out: Path, env: dict, files: list[Path], seconds: float, results: Results) -> None:
+    old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
+    with serve("service.service:Classifier", old, out / "server-old.log") as url:
+        sweep(url, files, seconds, "resnet50-fp16", results, "served_engine_in_each_worker", results.clients)
 
 
 def report(result: dict) -> None:
     keys = ("card", "served_providers", "served_agreement", "varying_batches", "decode_images_per_s")
     keys += ("served_startup_s", "served_engine_gpu_mib", "served_engine_gpu_mib_after_load")
-    print(json.dumps({k: result[k] for k in keys}))
+    print(json.dumps({k: result.get(k) for k in keys}))
     for r in result["inprocess"] + (result["cuda_levers"] or []):
         print(
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
             f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
         )
-    served = result["served"] + result["served_engine_in_each_worker"] + result["served_two_batches_in_flight"]
-    for r in served + result["served_nvimgcodec"]:
-        print(
-            f"served      {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
-            f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
-            f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r.get('front_cpu_ms', 0):.2f}  "
-            f"engine CPU {r.get('engine_cpu_ms', 0):.2f}  GPU {r.get('gpu_utilisation')}"
-        )
+    for key in ("served", "served_nvimgcodec", "served_two_batches_in_flight", "served_engine_in_each_worker"):
+        for r in result.get(key, []):
+            print(
+                f"{key:28s} {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
+                f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
+                f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r['front_cpu_ms']:.2f}  "
+                f"engine CPU {r['engine_cpu_ms']:.2f}  GPU {r['gpu_utilisation']}"
+            )
 
 
 def main() -> None:
@@ -160,6 +174,8 @@ def main() -> None:
     parser.add_argument("--allow-cpu", action="store_true", help="try the script on a machine without CUDA")
     parser.add_argument("--seconds", type=float, default=5, help="measured seconds per load point")
     parser.add_argument("--batches", default="1,8,32,128,256")
+    parser.add_argument("--clients", default="1,8,32,128,256", help="wrk's client counts (the last 3 for variants)")
+    parser.add_argument("--old-topology", action="store_true", help="also serve a CUDA engine in each front worker")
     args = parser.parse_args()
     started = time.perf_counter()
     out = args.out.resolve()
@@ -169,7 +185,6 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu], cwd=ROOT, check=True
         )
-    result = json.loads((out / "inprocess.json").read_text())
     env = {
         "BENTOML_HOME": str(out / "home"),
         "RESNET_MODELS": "resnet50:latest,resnet50-fp16:latest",
@@ -184,11 +199,16 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "export.store", *folders], cwd=ROOT, env={**os.environ, **env}, check=True)
     images = photos(sizes=(500,))  # ImageNet-like: the longer side 500 px
     files = save(out / "photos", images)
-    result |= {"machine": machine(), "served_env": env, **served(out, env, images, files, args.seconds)}
-    result["seconds"] = time.perf_counter() - started
-    (out / "gpu.json").write_text(json.dumps(result, indent=2))
-    report(result)
-    print(f"wrote {out / 'gpu.json'} in {result['seconds']:.0f} s")
+    inprocess = json.loads((out / "inprocess.json").read_text())
+    clients = [int(c) for c in args.clients.split(",")]
+    results = Results(out / "gpu.json", clients, **inprocess, machine=machine(), served_env=env)
+    served(out, env, images, files, args.seconds, results)
+    if args.old_topology:
+        old_topology(out, env, files, args.seconds, results)
+    results["seconds"] = time.perf_counter() - started
+    results.save()
+    report(results)
+    print(f"wrote {results.path} in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
