@@ -6,6 +6,7 @@ requests; the load client's own CPU time is reported beside it, since it shares 
 
 import asyncio
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -13,7 +14,15 @@ from pathlib import Path
 import httpx
 import psutil
 
+from contract import cpu_isa, cpu_name
+from contract.threads import usable_cpus
+
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict:
+    """What every figure is named with: the CPU, its instruction sets and the cores this process may use."""
+    return {"cpu": cpu_name(), "isa": cpu_isa(), "cores": usable_cpus(), "python": platform.python_version()}
 
 
 def tree(pid: int) -> list[int]:

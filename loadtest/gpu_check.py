@@ -28,9 +28,8 @@ import httpx
 import psutil
 
 from . import wrk
-from .cpu import cpu_seconds
+from .cpu import cpu_seconds, machine
 from .drive import photos, save
-from .report import machine
 from .server import serve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,20 +1,13 @@
 """BENCHMARKS.md and its plots from the figures `make bench` measured: rendering only, no measuring."""
 
 import json
-import platform
 from pathlib import Path
 
-from contract import cpu_isa, cpu_name
-from contract.threads import usable_cpus
-
 from . import overhead, runtimes, shadow, wire, workload
+from .cpu import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-
-
-def machine() -> dict:
-    return {"cpu": cpu_name(), "isa": cpu_isa(), "cores": usable_cpus(), "python": platform.python_version()}
 
 
 def plot(rows: dict, path: Path) -> None:
