@@ -189,7 +189,6 @@ def main() -> None:
         "RESNET_MODELS": "resnet50:latest,resnet50-fp16:latest",
         "RESNET_REQUIRE_GPU": "0" if args.allow_cpu else "1",
         "RESNET_MAX_BATCH_SIZE": "128",
-        "RESNET_GPU_MEM_LIMIT_MB": "98304",  # 6 GiB for each of 2 models × 8 batch sizes: exercised, not binding
         "RESNET_MAX_CONCURRENCY": "1024",
         "RESNET_PROVIDERS": os.environ.get("RESNET_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider"),
         **({"RESNET_ENGINES": "1"} if args.allow_cpu else {}),  # the dry run: the GPU host's topology on CPU

@@ -253,4 +253,6 @@ def test_the_gpu_memory_budget_is_shared_by_a_models_fixed_batch_sessions(monkey
     Sessions(
         entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False, max_batch=8, fixed_batches=True, cuda=budget
     )
-    assert [c.mem_limit for c in made] == [16 * 2**20] * 4, "batch sizes 1, 2, 4, 8: a quarter each"
+    limits = [c.mem_limit for c in made]
+    assert limits == [64 * 2**20 * (n + 8) // 47 for n in (1, 2, 4, 8)], "batch sizes 1, 2, 4, 8: by n + 8"
+    assert sum(limits) <= 64 * 2**20 and limits == sorted(limits), "within the budget, larger batches more"
