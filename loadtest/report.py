@@ -132,7 +132,7 @@ def gpu_section(path: Path) -> str:
     return f"""
 ## GPU: {g["card"]["name"]} (`make gpu-check`, {took})
 
-One run on {g["card"]["name"]} ({g["card"]["memory_gib"]} GiB), {m["cpu"]} × {m["cores"]} cores, onnxruntime-gpu
+On {g["card"]["name"]} ({g["card"]["memory_gib"]} GiB), {m["cpu"]} × {m["cores"]} cores, onnxruntime-gpu
 {g["onnxruntime"]} (CUDA provider, HEURISTIC cuDNN search), torch {g["torch"]}. ResNet-50 is untrained
 (BatchNorm calibrated), exported here as fp32 and fp16; the reference is eager torch fp32 on CPU, on
 the same uint8 images at 224², 224² × 8, 177×301 × 2 and 513×387.
@@ -155,22 +155,22 @@ shape); one session per power-of-two size, the batch padded up, costs
 {table(g.get("served", []), GPU_HTTP)}
 
 {targets_table(gpu_targets(g))}
+
+{g.get("note", "")}
 {gpu_extras(g)}"""
 
 
 def served_intro(g: dict) -> str:
     p, env = g.get("served_processes", {}), g.get("served_env", {})
-    start, mib, after = (
-        g.get("served_startup_s"),
-        g.get("served_engine_gpu_mib"),
-        g.get("served_engine_gpu_mib_after_load"),
-    )
+    start = g.get("served_startup_s")
+    mib = [g.get(k) for k in ("served_engine_gpu_mib", "served_engine_gpu_mib_after_load")]
     return (
-        f"Served as `make serve` runs on a GPU host: {p.get('engine', '?')} engine process(es) beside "
-        f"{p.get('front', '?')} front processes, `RESNET_MAX_BATCH_SIZE={env.get('RESNET_MAX_BATCH_SIZE')}`; real JPEG "
-        f"photos (longer side 500 px), `crop`, driven by wrk on the same host. Ready "
-        f"{'–' if start is None else f'{start:.0f}'} s after the start (every CUDA session warm at every batch size); "
-        f"the engine held {mib or '–'} MiB of GPU memory then and {after or '–'} MiB after the fp16 sweep."
+        f"Served as `make serve` runs on a GPU host: {p.get('engine', '?')} engine process beside "
+        f"{p.get('front', 1) - 1} front workers (and BentoML's supervisor), "
+        f"`RESNET_MAX_BATCH_SIZE={env.get('RESNET_MAX_BATCH_SIZE')}`; real JPEG photos (longer side 500 px), `crop`, "
+        f"driven by wrk on the same host. Ready {'–' if start is None else f'{start:.0f}'} s after the start; the "
+        f"engine held {' and '.join('–' if m is None else f'{m:,.0f}' for m in mib)} MiB of GPU memory when ready and "
+        "after the first sweep."
     )
 
 

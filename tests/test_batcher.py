@@ -219,8 +219,9 @@ class ShapeSpy:
         return [np.zeros(len(feed["pixels"])) for _ in names]
 
 
-def test_every_fixed_batch_session_is_warmed_at_every_bucket_of_the_full_policy():
-    """On the GPU path (forced on CPU), no live request meets a (batch size, shape) a session has not run."""
+def test_fixed_batch_sessions_are_warmed_at_the_crop_square_and_batch_1_at_every_bucket():
+    """On the GPU path (forced on CPU): every shape's kernels are met once at batch 1, and every session ends on the
+    crop square, so that `crop` traffic never re-plans; one session on CPU runs every bucket at batch 1."""
     fixed = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False, max_batch=4, fixed_batches=True)
     # the default model's policies: crop 112², full with shorter side 112 and the longer side 112…336 by 32
     buckets = (
@@ -229,9 +230,10 @@ def test_every_fixed_batch_session_is_warmed_at_every_bucket_of_the_full_policy(
     assert len(buckets) == 15 and set(fixed.meta.preprocessing.buckets()) == buckets
     spies = {n: ShapeSpy() for n in fixed.sessions}
     fixed.sessions, fixed.session = spies, spies[1]
-    assert fixed.warmup() == 3 * 15
-    for n, spy in spies.items():
-        assert sorted(spy.shapes) == sorted((n, h, w, 3) for h, w in buckets), f"batch {n}"
+    assert fixed.warmup() == 15 + 2
+    assert sorted(spies[1].shapes) == sorted((1, h, w, 3) for h, w in buckets), "batch 1: every bucket"
+    assert {n: spy.shapes[-1] for n, spy in spies.items()} == {n: (n, 112, 112, 3) for n in (1, 2, 4)}, "crop last"
+    assert spies[2].shapes == [(2, 112, 112, 3)] and spies[4].shapes == [(4, 112, 112, 3)]
     plain = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False)
     assert plain.warm_shapes() == [(1, h, w) for h, w in sorted(buckets)], "CPU: one session, batch 1, every bucket"
 

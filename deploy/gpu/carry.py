@@ -54,6 +54,7 @@ TARGET = [
     *(a for p in PLATFORMS for a in ("--platform", p)),
 ]
 DEBS = ["wrk", "libluajit-5.1-2"]
+KEEP = ["grpcio", "protobuf"]  # gRPC code generated against them (grpc_health, tritonclient) checks them at import
 PHOTO_SIDE = 500
 WRAPPER = """#!/bin/sh
 # Debian's wrk with its own LuaJIT; found by loadtest/wrk.py through PATH.
@@ -283,7 +284,7 @@ def main() -> None:
     nvjpeg = "nvidia-nvjpeg~=13.0.0"  # nvimgcodec decodes JPEG with it; the image's CUDA 13.0 wheels lack it
     p.add_argument("--also", nargs="*", default=[nvjpeg], help=f"more requirements (default: {nvjpeg})")
     p.add_argument("--kinds", type=Path, default=Path("/work/.library/device/KINDS.md"), help="the image's packages")
-    p.add_argument("--keep", nargs="*", default=[], help="carry these although the image has them")
+    p.add_argument("--keep", nargs="*", default=KEEP, help=f"carry these although the image has them (default: {KEEP})")
     # the engine imports OpenVINO only for a model it serves on a CPU by its export's record; the GPU check never does
     p.add_argument("--drop", nargs="*", default=["openvino"], help="never carry these (default: openvino)")
     photos = Path(os.environ.get("LOADTEST_IMAGES", ROOT.parent / "shared" / "images"))

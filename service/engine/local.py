@@ -68,7 +68,7 @@ class LocalEngine:
         )
 
     def _open(self, entry: catalog.Entry) -> tuple[Model, int]:
-        """The model loaded, checked against its metadata and run at every shape bucket; the shapes warmed."""
+        """The model loaded, checked against its metadata and warmed (Sessions.warm_shapes); the shapes warmed."""
         s = self.settings
         sessions = Sessions(
             entry, s.providers, self.threads, s.require_gpu, self.size, spinning=s.ort_spinning, cuda=self.cuda

@@ -155,9 +155,15 @@ class Sessions:
         )
 
     def warm_shapes(self) -> list[tuple[int, int, int]]:
-        """Every (batch size, height, width) a session will meet: each session at every shape bucket the
-        policies produce, so that no live request meets onnxruntime's re-planning of a new shape."""
-        return [(n, h, w) for n in (self.sessions or [1]) for h, w in self.meta.preprocessing.buckets()]
+        """One session: every shape bucket the policies produce. Fixed batch sizes (CUDA): the batch-1 session at
+        every bucket, then every session at the ``crop`` square, the one shape that repeats. A CUDA session re-plans
+        its convolutions whenever its input shape changes, warmed or not, so more shapes per session would buy
+        nothing but arena memory (on an H200, 29 buckets × 8 batch sizes × 2 models: 96 s and 138 GiB)."""
+        buckets, square = self.meta.preprocessing.buckets(), (self.meta.preprocessing.crop.size,) * 2
+        if not self.sessions:
+            return [(1, h, w) for h, w in buckets]
+        ones = [(1, h, w) for h, w in buckets if (h, w) != square]
+        return ones + [(n, *square) for n in self.sessions]
 
     def warmup(self) -> int:
         return warm(self, self.warm_shapes())
