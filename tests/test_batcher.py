@@ -238,6 +238,28 @@ def test_fixed_batch_sessions_are_warmed_at_the_crop_square_and_batch_1_at_every
     assert plain.warm_shapes() == [(1, h, w) for h, w in sorted(buckets)], "CPU: one session, batch 1, every bucket"
 
 
+class OutOfMemory(ShapeSpy):
+    """A session whose arena is full at batch 4, as onnxruntime's CUDA provider says it."""
+
+    def run(self, names, feed):
+        if len(feed["pixels"]) == 4:
+            raise RuntimeError("BFCArena::AllocateRawInternal Available memory of 1 is smaller than requested bytes")
+        return super().run(names, feed)
+
+
+def test_a_failed_warm_up_names_the_model_the_call_and_the_gpu_memory_shares():
+    """An engine that cannot warm a model says which model, batch and shape failed, and with what budget."""
+    budget = Cuda(mem_limit=64 * 2**20)
+    fixed = Sessions(entry("shapes-resnet10"), ("CPUExecutionProvider",), 1, False, 4, fixed_batches=True, cuda=budget)
+    spies = {n: OutOfMemory() for n in fixed.sessions}
+    fixed.sessions, fixed.session = spies, spies[1]
+    with pytest.raises(RuntimeError) as failed:
+        fixed.warmup()
+    message = str(failed.value)
+    assert message.startswith(f"model {fixed.entry.tag}: the warm-up call at batch 4, 112×112 failed: BFCArena")
+    assert message.endswith("RESNET_GPU_MEM_LIMIT_MB: batch 1: 18, batch 2: 20, batch 4: 24)"), message
+
+
 def test_the_gpu_memory_budget_is_shared_by_a_models_fixed_batch_sessions(monkeypatch):
     """RESNET_GPU_MEM_LIMIT_MB bounds what the sessions × arenas of an engine may take (CUDA options, pinned)."""
     budget = Cuda(device=1, mem_limit=64 * 2**20)

@@ -91,7 +91,10 @@ def check_contract(tag: str, meta: ModelMetadata, session: ort.InferenceSession,
 def warm(model, shapes: list[tuple[int, int, int]]) -> int:
     """Run ``model`` once at each (batch size, height, width) before it takes traffic; the number run."""
     for n, h, w in shapes:
-        model.run(np.zeros((n, h, w, 3), np.uint8), ["logits"])
+        try:
+            model.run(np.zeros((n, h, w, 3), np.uint8), ["logits"])
+        except Exception as exc:
+            raise RuntimeError(f"the warm-up call at batch {n}, {h}×{w} failed: {exc}") from None
     return len(shapes)
 
 
@@ -136,7 +139,8 @@ class Sessions:
         self.entry, self.meta = entry, entry.meta
         path = entry.path / "model.onnx"
         sizes = batch_sizes(max_batch) if fixed_batches or (fixed_batches is None and CUDA in providers) else []
-        limits = {n: replace(cuda, mem_limit=m) for n, m in memory_shares(cuda.mem_limit, sizes or [1]).items()}
+        self.shares = memory_shares(cuda.mem_limit, sizes or [1]) if cuda.mem_limit else {}
+        limits = {n: replace(cuda, mem_limit=self.shares.get(n, 0)) for n in sizes or [1]}
         self.session = make_session(path, providers, threads, require_gpu, spinning, limits[1])
         self.provider = self.session.get_providers()[0]
         check_contract(entry.tag, self.meta, self.session, entry.head()[0])
@@ -166,7 +170,12 @@ class Sessions:
         return ones + [(n, *square) for n in self.sessions]
 
     def warmup(self) -> int:
-        return warm(self, self.warm_shapes())
+        try:
+            return warm(self, self.warm_shapes())
+        except RuntimeError as exc:
+            mib = ", ".join(f"batch {n}: {m >> 20}" for n, m in self.shares.items())
+            budget = f" (its sessions' MiB of RESNET_GPU_MEM_LIMIT_MB: {mib})" if self.shares else ""
+            raise RuntimeError(f"model {self.entry.tag}: {exc}{budget}") from None
 
     def run(self, pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """The named outputs for a batch of (N, H, W, 3) uint8 images of one shape."""
