@@ -114,9 +114,9 @@ def sweep(url, files: list[Path], seconds: float, model: str, results: Results, 
 
 
 def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float, results: Results) -> None:
-    """fp16 (the GPU's fast path) then fp32 through the service with wrk at 1–256 clients; fp16 again with JPEG
-    decoded on the GPU and with two batches in flight; the old topology (the model inside each of several front
-    workers) only when ``RESNET_ENGINES=0`` is asked for with --old-topology. Most wanted first."""
+    """fp16 (the GPU's fast path) then fp32 through the service with wrk at 1–256 clients; fp16 again with two
+    engines on the GPU (their Python work in parallel), with JPEG decoded on the GPU and with two batches in
+    flight. Most wanted first; the old topology is old_topology's."""
     started = time.perf_counter()
     with serve("service.service:Classifier", env, out / "server.log") as url:
         results["served_startup_s"] = time.perf_counter() - started  # until ready: every session warm at every bucket
@@ -127,6 +127,8 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
         sweep(url, files, seconds, "resnet50-fp16", results, "served", results.clients)
         results["served_engine_gpu_mib_after_load"] = gpu_memory_mib(roles(url.pid)["engine"])
         sweep(url, files, seconds, "resnet50", results, "served", results.clients)
+    with serve("service.service:Classifier", {**env, "RESNET_ENGINES": "2"}, out / "server-e2.log") as url:
+        sweep(url, files, seconds, "resnet50-fp16", results, "served_two_engines", results.clients[-3:])
     with serve("service.service:Classifier", {**env, "RESNET_DECODER": "nvimgcodec"}, out / "server-nv.log") as url:
         sweep(url, files, seconds, "resnet50-fp16", results, "served_nvimgcodec", results.clients[-3:])
     with serve("service.service:Classifier", {**env, "RESNET_BATCHES_IN_FLIGHT": "2"}, out / "server-2.log") as url:
@@ -143,6 +145,7 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
 
 
 def old_topology(out: Path, env: dict, files: list[Path], seconds: float, results: Results) -> None:
+    """The model inside each of half the cores' front workers (RESNET_ENGINES=0), for the record (--old-topology)."""
     old = {**env, "RESNET_ENGINES": "0", "RESNET_FRONT_WORKERS": str(max(1, (os.cpu_count() or 2) // 2))}
     with serve("service.service:Classifier", old, out / "server-old.log") as url:
         sweep(url, files, seconds, "resnet50-fp16", results, "served_engine_in_each_worker", results.clients)
@@ -157,7 +160,8 @@ def report(result: dict) -> None:
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
             f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
         )
-    for key in ("served", "served_nvimgcodec", "served_two_batches_in_flight", "served_engine_in_each_worker"):
+    keys = ("served", "served_two_engines", "served_nvimgcodec", "served_two_batches_in_flight")
+    for key in (*keys, "served_engine_in_each_worker"):
         for r in result.get(key, []):
             print(
                 f"{key:28s} {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "

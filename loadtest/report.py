@@ -192,6 +192,7 @@ def gpu_extras(g: dict) -> str:
             f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n"
         )
     for key, title in (
+        ("served_two_engines", "`RESNET_ENGINES=2`, two engines on the one GPU"),
         ("served_nvimgcodec", "`RESNET_DECODER=nvimgcodec`"),
         ("served_two_batches_in_flight", "`RESNET_BATCHES_IN_FLIGHT=2`"),
         ("served_engine_in_each_worker", "the old topology (a CUDA engine in each front worker)"),

@@ -30,6 +30,12 @@ def visible_gpus() -> int:
     return len(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def engine_device(index: int) -> int:
+    """The GPU engine ``index`` runs on: engines beyond the GPUs share them in turn, each with its own sessions, so
+    that their Python work (parsing, batching, encoding) runs in parallel beside one GPU."""
+    return index % max(1, visible_gpus())
+
+
 def _engines() -> int:
     """Engine processes beside the fronts: auto is one per GPU when CUDA is asked for and no engine is remote."""
     value = _env("ENGINES", "auto")
@@ -120,6 +126,6 @@ def share_deployment(engines: int) -> None:
     os.environ["RESNET_METRICS_DIR"] = tempfile.mkdtemp(prefix="resnet-metrics-")
 
 
-def engine_socket(device: int) -> str:
-    """The socket on which the engine beside the fronts that owns ``device`` serves each front worker."""
-    return os.path.join(os.environ["RESNET_ENGINE_SOCKETS"], f"engine-{device}.sock")
+def engine_socket(index: int) -> str:
+    """The socket on which engine ``index`` beside the fronts serves each front worker."""
+    return os.path.join(os.environ["RESNET_ENGINE_SOCKETS"], f"engine-{index}.sock")

@@ -40,7 +40,7 @@ FAST = Multipart(served)  # the APIs the Guard serves from memory
 def engine_url(settings: Settings) -> str:
     """RESNET_ENGINE_URL, or the socket of each engine beside the fronts (every front worker reaches every engine);
     empty where the model runs in this process."""
-    sockets = [f"unix://{engine_socket(device)}" for device in range(settings.engines)]
+    sockets = [f"unix://{engine_socket(index)}" for index in range(settings.engines)]
     return settings.engine_url or ",".join(sockets)
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from contract.threads import PLAN_LOGGED, ThreadPlan, cgroup_quota, usable_cpus
+from service.config import engine_device
 from tests.conftest import IMAGES, ROOT
 from tests.server import DEFAULT, import_models, serve
 
@@ -39,6 +40,13 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path) -> None:
     unlimited = fake_cgroup(tmp_path / "v2", "0::/user.slice\n", {"user.slice/cpu.max": "max 100000\n"})
     assert cgroup_quota(unlimited) is None
     assert usable_cpus(unlimited) == len(os.sched_getaffinity(0))
+
+
+def test_engines_beyond_the_gpus_share_them_in_turn(monkeypatch) -> None:
+    """RESNET_ENGINES=2 on a one-GPU host puts both engines on GPU 0 (not the second on a GPU that is not there)."""
+    for visible, devices in (("0", [0, 0, 0]), ("2,3", [0, 1, 0, 1]), ("-1", [0, 0])):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert [engine_device(i) for i in range(len(devices))] == devices, visible
 
 
 @pytest.mark.slow

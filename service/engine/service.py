@@ -13,7 +13,7 @@ import logging
 
 import bentoml
 
-from ..config import Settings, engine_socket
+from ..config import Settings, engine_device, engine_socket
 from ..http.internals import install_header_deadlines, serve_socket
 from ..protocol.paths import is_v2
 
@@ -31,7 +31,8 @@ DECLARED = Settings()  # what BentoML is told at import: workers, timeouts, requ
     **DECLARED.request_layers(),
 )
 class EngineService:
-    """Worker *i* owns GPU *i* (onnxruntime's ``device_id``); every front worker's requests reach one of them."""
+    """Worker *i* runs on GPU *i* modulo the GPUs (onnxruntime's ``device_id``); every front worker's requests reach
+    one of them."""
 
     def __init__(self) -> None:
         self.settings, self.server = Settings(), None  # from the environment the deployment shared
@@ -41,9 +42,8 @@ class EngineService:
             return
         from .server import EngineServer  # onnxruntime: only in the engine's own workers
 
-        worker = (bentoml.server_context.worker_index or 1) - 1  # circus numbers workers from 1
-        self.device = worker % self.settings.engines
-        self.server = EngineServer(self.settings, device=self.device)
+        self.index = ((bentoml.server_context.worker_index or 1) - 1) % self.settings.engines  # circus counts from 1
+        self.server = EngineServer(self.settings, device=engine_device(self.index))
 
     @bentoml.on_startup
     async def start(self) -> None:
@@ -53,7 +53,7 @@ class EngineService:
         install_header_deadlines(s.header_timeout_s, s.max_header_bytes)
         if self.server is not None:
             self.server.watch()
-            self.stop = await serve_socket(self.server, engine_socket(self.device), s.timeout_s)
+            self.stop = await serve_socket(self.server, engine_socket(self.index), s.timeout_s)
 
     @bentoml.on_shutdown
     async def close(self) -> None:
