@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.engine import sessions
-from service.engine.batcher import Batcher, Dropped, QueueTimeout
+from service.engine import batcher, sessions
+from service.engine.batcher import Batcher, Busy, Dropped, QueueTimeout
 from service.engine.interface import OUTPUTS
 from service.engine.sessions import Cuda, Sessions, batch_sizes
 from tests.test_default_model import entry
@@ -126,6 +126,26 @@ def test_spare_work_runs_after_live_work_and_is_dropped_first():
         assert all(100 not in batch for batch in model.batches[3:])
 
     asyncio.run(main())
+
+
+def test_the_busy_share_equals_the_sum_over_the_window(monkeypatch):
+    """Busy keeps a running sum; it must equal the plain sum of each call's time within the last window."""
+    clock = [0.0]
+    monkeypatch.setattr(batcher.time, "monotonic", lambda: clock[0])
+    busy, rng, spans = Busy(window_s=1.0), np.random.default_rng(0), []
+    for _ in range(3000):
+        token, start = busy.start(), clock[0]
+        clock[0] += rng.uniform(0, 0.02)  # a call
+        if rng.random() < 0.5:  # asked while a call runs
+            want = sum(e - max(s, clock[0] - 1) for s, e in [*spans, (start, clock[0])] if e > clock[0] - 1)
+            assert busy.share() == pytest.approx(want, abs=1e-9)
+        busy.end(token)
+        spans.append((start, clock[0]))
+        clock[0] += rng.uniform(0, 0.01)  # idle
+        want = sum(e - max(s, clock[0] - 1) for s, e in spans if e > clock[0] - 1)
+        assert busy.share() == pytest.approx(want, abs=1e-9)
+    clock[0] += 2
+    assert busy.share() == 0 and busy.total == 0
 
 
 def test_spare_work_is_dropped_while_live_calls_keep_the_engine_busy():

@@ -35,11 +35,13 @@ Gauge = Callable[[int, int], None]  # (items queued, calls in flight), told when
 
 
 class Busy:
-    """How much of the last ``window_s`` live calls were running (calls in flight together add up)."""
+    """How much of the last ``window_s`` live calls were running (calls in flight together add up), kept as a
+    running sum: asked on every live request, a sum over the window's calls grew with the rate of calls."""
 
     def __init__(self, window_s: float = 1.0) -> None:
         self.window_s = window_s
-        self.spans: deque[tuple[float, float]] = deque()  # finished calls: (start, end)
+        self.spans: deque[tuple[float, float]] = deque()  # finished calls: (start, end), in the order they ended
+        self.total = 0.0  # the spans' durations
         self.running: dict[object, float] = {}  # call → its start
 
     def start(self) -> object:
@@ -50,19 +52,29 @@ class Busy:
     def end(self, token: object | None) -> None:
         if token is not None:
             now = time.monotonic()
-            self.spans.append((self.running.pop(token), now))
+            start = self.running.pop(token)
+            self.spans.append((start, now))
+            self.total += now - start
             self._forget(now - self.window_s)
 
     def _forget(self, since: float) -> None:
         while self.spans and self.spans[0][1] < since:
-            self.spans.popleft()
+            start, end = self.spans.popleft()
+            self.total -= end - start
+        if not self.spans:
+            self.total = 0.0  # no drift from the additions and subtractions
 
     def share(self) -> float:
         now = time.monotonic()
         since = now - self.window_s
         self._forget(since)
-        spans = [*self.spans, *((start, now) for start in self.running.values())]
-        return sum(end - max(start, since) for start, end in spans) / self.window_s
+        before = 0.0  # the parts of the oldest spans that began before the window (the first ones to end)
+        for start, _ in self.spans:
+            if start >= since:
+                break
+            before += since - start
+        running = sum(now - max(start, since) for start in self.running.values())
+        return (self.total - before + running) / self.window_s
 
 
 class Batcher:
@@ -97,7 +109,7 @@ class Batcher:
         queue = self.spare if spare else self.queue
         for item, future in zip(items, futures, strict=True):
             queue.append((item, future, loop.call_later(self.budget_s, self._expire, future)))
-        if not spare and self._busy(0):
+        if not spare and self.spare and self._busy(0):
             self._drop_spare()
         self._report()
         self.wake.set()
