@@ -119,7 +119,7 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
     flight. Most wanted first; the old topology is old_topology's."""
     started = time.perf_counter()
     with serve("service.service:Classifier", env, out / "server.log") as url:
-        results["served_startup_s"] = time.perf_counter() - started  # until ready: every session warm at every bucket
+        results["served_startup_s"] = time.perf_counter() - started  # until ready: every session warm
         results["served_engine_gpu_mib"] = gpu_memory_mib(roles(url.pid)["engine"])
         results["served_providers"] = {m["name"]: m["provider"] for m in httpx.get(f"{url}/models").json()}
         results["served_processes"] = {role: len(p) for role, p in roles(url.pid).items()}

@@ -68,7 +68,7 @@ class Busy:
         now = time.monotonic()
         since = now - self.window_s
         self._forget(since)
-        before = 0.0  # the parts of the oldest spans that began before the window (the first ones to end)
+        before = 0.0  # what the first spans to end ran before the window (with calls overlapping, an approximation)
         for start, _ in self.spans:
             if start >= since:
                 break
