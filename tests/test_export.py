@@ -16,7 +16,7 @@ from PIL import Image
 import contract
 import models
 from export.parity import MIN_TOP1, TOLERANCE, default_shapes, images
-from export.pipeline import NO_REFERENCE, ExportError, ExportSpec, run
+from export.pipeline import NO_REFERENCE, ExportError, ExportSpec, build, run
 from export.reference import variants
 from export.session import session
 from tests.conftest import IMAGES, ROOT
@@ -34,6 +34,19 @@ def _small_shapes(name: str) -> list[tuple[int, int, int]]:
 # An untrained 1001-layer net amplifies rounding along its depth (2e-3 of the largest logit
 # measured); its parity is still checked, against this looser bound.
 DEEP_TOLERANCE = {"preact_resnet1001": 1e-2}
+
+
+def test_an_untrained_net_is_the_same_net_at_every_export() -> None:
+    """--random-init draws one net, not a new one each time (an untrained net's int8 and bf16 agreement, and so
+    the runtime `auto` picks, depend on the draw), and leaves the caller's random state alone."""
+    spec = ExportSpec(variant="resnet18", random_init=True, num_classes=10)
+    torch.manual_seed(1)
+    a, _ = build(spec)
+    torch.manual_seed(2)
+    (b, _), after = build(spec), torch.rand(1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    torch.manual_seed(2)
+    assert torch.equal(after, torch.rand(1)), "the caller's stream goes on untouched"
 
 
 @pytest.mark.slow
