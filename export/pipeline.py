@@ -97,13 +97,13 @@ def build(spec: ExportSpec) -> tuple[nn.Module, str]:
     if spec.weights is None and not spec.random_init:
         raise ExportError("no --weights given: pass a checkpoint, or --random-init for an untrained model")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(
-            0
-        )  # an untrained net's near-tied logits decide int8 and bf16 agreement: the same net each time
+        # an untrained net's near-tied logits decide its int8 and bf16 agreement: the same net each time
+        torch.manual_seed(0)
         return _build(spec)
 
 
 def _build(spec: ExportSpec) -> tuple[nn.Module, str]:
+    """build's body, under its seed: the architecture made, then its checkpoint or BatchNorm calibration."""
     kwargs = {} if spec.num_classes is None else {"num_classes": spec.num_classes}
     if spec.arch is not None:
         cfg = dict(spec.arch)
