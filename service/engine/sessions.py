@@ -162,7 +162,7 @@ class Sessions:
         """One session: every shape bucket the policies produce. Fixed batch sizes (CUDA): the batch-1 session at
         every bucket, then every session at the ``crop`` square, the one shape that repeats. A CUDA session re-plans
         its convolutions whenever its input shape changes, warmed or not, so more shapes per session would buy
-        nothing but arena memory (on an H200, 29 buckets × 8 batch sizes × 2 models: 96 s and 138 GiB)."""
+        nothing but arena memory (on an H200, 29 buckets × 8 batch sizes × 2 models: 96 s and 135 GiB)."""
         buckets, square = self.meta.preprocessing.buckets(), (self.meta.preprocessing.crop.size,) * 2
         if not self.sessions:
             return [(1, h, w) for h, w in buckets]
