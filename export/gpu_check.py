@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--allow-cpu", action="store_true", help="run on CPU when CUDA is unavailable")
     parser.add_argument("--batches", default="1,8,32,128")
+    parser.add_argument("--no-speed", action="store_true", help="parity only: no throughput, varying batches or levers")
     args = parser.parse_args()
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
@@ -195,14 +196,17 @@ def main() -> None:
         if "CUDA" in name and s.get_providers()[0] != CUDA:
             sys.exit(f"{name}: onnxruntime offers CUDA but the session fell back to {s.get_providers()}")
     timed = {k: s for k, s in r50.items() if "CUDA" in k} or r50
+    speed = has_cuda and not args.no_speed
     result = {
         "card": card(),
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
         "parity": {"resnet50": parity(model, r50, device), "shapes-resnet10": parity(shapes, default, device)},
-        "inprocess": throughput(model, timed, device, [int(b) for b in args.batches.split(",")]),
-        "varying_batches": varying_batches(folder / "resnet50" / "model.onnx") if has_cuda else None,
-        "cuda_levers": cuda_levers(folder / "resnet50-fp16" / "model.onnx", [64, 128, 256]) if has_cuda else None,
+        "inprocess": []
+        if args.no_speed
+        else throughput(model, timed, device, [int(b) for b in args.batches.split(",")]),
+        "varying_batches": varying_batches(folder / "resnet50" / "model.onnx") if speed else None,
+        "cuda_levers": cuda_levers(folder / "resnet50-fp16" / "model.onnx", [64, 128, 256]) if speed else None,
     }
     (args.out / "inprocess.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'inprocess.json'}")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import wrk
 from .cpu import cpu_seconds, machine
@@ -100,23 +101,70 @@ class Results(dict):
         self.save()
 
 
+ENGINE_SERIES = {  # /metrics series summed over their labels: the engines' model calls, the fronts' engine calls
+    "resnet_batch_size_sum": "images",
+    "resnet_batch_size_count": "model_calls",
+    "resnet_inference_seconds_sum": "model_seconds",
+    "resnet_engine_calls_total": "front_calls",
+}
+
+
+def engine_counters(url: str) -> dict[str, float]:
+    """The engines' totals so far, from the fronts' /metrics (the deployment's shared multiprocess store)."""
+    totals = dict.fromkeys(ENGINE_SERIES.values(), 0.0)
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name in ENGINE_SERIES:
+                totals[ENGINE_SERIES[sample.name]] += sample.value
+    return totals
+
+
+def engine_figures(before: dict, after: dict, seconds: float, requests: int) -> dict:
+    """Images per model call, the share of the wall time a model call ran (summed over engines and calls in
+    flight), and images per front-to-engine call: where a served point's time went."""
+    d = {k: after[k] - before[k] for k in before}
+    return {
+        "engine_batch": d["images"] / max(1, d["model_calls"]),
+        "model_busy": d["model_seconds"] / seconds,
+        "images_per_front_call": requests / max(1, d["front_calls"]),
+    }
+
+
 def sweep(url, files: list[Path], seconds: float, model: str, results: Results, key: str, clients: list[int]) -> None:
     """wrk at each client count (after a warm-up): p99, the fronts' and engines' CPU per request, GPU use."""
     wrk.run(url, files, clients[0], min(2.0, seconds), policy="crop", model=model)
     for n in clients:
         pids = roles(url.pid)
-        before = {role: cpu_seconds(p) for role, p in pids.items()}
+        before, counted, t = {role: cpu_seconds(p) for role, p in pids.items()}, engine_counters(url), time.monotonic()
         with gpu_utilisation() as samples:
             row = wrk.run(url, files, n, seconds, policy="crop", model=model)
+        row |= engine_figures(counted, engine_counters(url), time.monotonic() - t, row["requests"])
         for role, p in pids.items():
             row[f"{role}_cpu_ms"] = (cpu_seconds(p) - before[role]) * 1e3 / max(1, row["requests"])
         results.add(key, {"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None})
 
 
+VARIANTS = {  # served beside the default configuration, most wanted first: key → (title, environment)
+    "served_two_engines": ("`RESNET_ENGINES=2`, two engines on the one GPU", {"RESNET_ENGINES": "2"}),
+    "served_two_batches_in_flight": ("`RESNET_BATCHES_IN_FLIGHT=2`", {"RESNET_BATCHES_IN_FLIGHT": "2"}),
+    "served_switch_interval": ("`RESNET_SWITCH_INTERVAL_MS=0.5`", {"RESNET_SWITCH_INTERVAL_MS": "0.5"}),
+    "served_nhwc": ("`RESNET_CUDA_NHWC=1`", {"RESNET_CUDA_NHWC": "1"}),
+    "served_nvimgcodec": ("`RESNET_DECODER=nvimgcodec`", {"RESNET_DECODER": "nvimgcodec"}),
+    "served_together": (
+        "two engines, two batches in flight, a 0.5 ms switch interval and NHWC together",
+        {
+            "RESNET_ENGINES": "2",
+            "RESNET_BATCHES_IN_FLIGHT": "2",
+            "RESNET_SWITCH_INTERVAL_MS": "0.5",
+            "RESNET_CUDA_NHWC": "1",
+        },
+    ),
+}
+
+
 def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds: float, results: Results) -> None:
-    """fp16 (the GPU's fast path) then fp32 through the service with wrk at 1–256 clients; fp16 again with two
-    engines on the GPU (their Python work in parallel), with JPEG decoded on the GPU and with two batches in
-    flight. Most wanted first; the old topology is old_topology's."""
+    """fp16 (the GPU's fast path) at every client count, then fp32 at the last three, through the service; then
+    fp16 in each of VARIANTS. Most wanted first; the old topology is old_topology's."""
     started = time.perf_counter()
     with serve("service.service:Classifier", env, out / "server.log") as url:
         results["served_startup_s"] = time.perf_counter() - started  # until ready: every session warm
@@ -126,13 +174,13 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
         results["served_agreement"] = served_agreement(url, images)
         sweep(url, files, seconds, "resnet50-fp16", results, "served", results.clients)
         results["served_engine_gpu_mib_after_load"] = gpu_memory_mib(roles(url.pid)["engine"])
-        sweep(url, files, seconds, "resnet50", results, "served", results.clients)
-    with serve("service.service:Classifier", {**env, "RESNET_ENGINES": "2"}, out / "server-e2.log") as url:
-        sweep(url, files, seconds, "resnet50-fp16", results, "served_two_engines", results.clients[-3:])
-    with serve("service.service:Classifier", {**env, "RESNET_DECODER": "nvimgcodec"}, out / "server-nv.log") as url:
-        sweep(url, files, seconds, "resnet50-fp16", results, "served_nvimgcodec", results.clients[-3:])
-    with serve("service.service:Classifier", {**env, "RESNET_BATCHES_IN_FLIGHT": "2"}, out / "server-2.log") as url:
-        sweep(url, files, seconds, "resnet50-fp16", results, "served_two_batches_in_flight", results.clients[-3:])
+        sweep(url, files, seconds, "resnet50", results, "served", results.clients[-3:])
+    for key, (title, extra) in VARIANTS.items():
+        results.setdefault("variants", {})[key] = title
+        started = time.perf_counter()
+        with serve("service.service:Classifier", {**env, **extra}, out / f"server-{key}.log") as url:
+            results.setdefault("variant_startup_s", {})[key] = time.perf_counter() - started
+            sweep(url, files, seconds, "resnet50-fp16", results, key, results.clients[-3:])
     fp16 = out / "models" / "resnet50-fp16"
     subprocess.run(
         [sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
@@ -160,14 +208,14 @@ def report(result: dict) -> None:
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
             f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
         )
-    keys = ("served", "served_two_engines", "served_nvimgcodec", "served_two_batches_in_flight")
-    for key in (*keys, "served_engine_in_each_worker"):
+    for key in ("served", *VARIANTS, "served_engine_in_each_worker"):
         for r in result.get(key, []):
             print(
                 f"{key:28s} {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
                 f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
                 f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r['front_cpu_ms']:.2f}  "
-                f"engine CPU {r['engine_cpu_ms']:.2f}  GPU {r['gpu_utilisation']}"
+                f"engine CPU {r['engine_cpu_ms']:.2f}  GPU {r['gpu_utilisation']}  batch {r['engine_batch']:.1f}  "
+                f"model busy {r['model_busy']:.2f}  images per front call {r['images_per_front_call']:.1f}"
             )
 
 
@@ -178,15 +226,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="measured seconds per load point")
     parser.add_argument("--batches", default="1,8,32,128,256")
     parser.add_argument("--clients", default="1,8,32,128,256", help="wrk's client counts (the last 3 for variants)")
+    parser.add_argument("--served-only", action="store_true", help="in process: parity only, not the throughput")
     parser.add_argument("--old-topology", action="store_true", help="also serve a CUDA engine in each front worker")
     args = parser.parse_args()
     started = time.perf_counter()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     cpu = ["--allow-cpu"] if args.allow_cpu else []
+    speed = ["--no-speed"] if args.served_only else []
     if not (out / "inprocess.json").is_file():
         subprocess.run(
-            [sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu], cwd=ROOT, check=True
+            [sys.executable, "-m", "export.gpu_check", str(out), "--batches", args.batches, *cpu, *speed],
+            cwd=ROOT,
+            check=True,
         )
     env = {
         "BENTOML_HOME": str(out / "home"),

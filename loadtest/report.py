@@ -88,6 +88,8 @@ GPU_HTTP = [
     ("front_cpu_ms", "fronts' CPU-ms / request", ".2f"),
     ("engine_cpu_ms", "engine's CPU-ms / request", ".2f"),
     ("gpu_utilisation", "GPU busy %", ".0f"),
+    ("engine_batch", "images / model call", ".1f"),
+    ("model_busy", "model calls' share of the time", ".2f"),
     ("client_cpu_ms", "wrk CPU-ms / request", ".2f"),
 ]
 
@@ -191,12 +193,8 @@ def gpu_extras(g: dict) -> str:
             f"\nDecode + `crop` resize alone, one thread: Pillow {rates['pillow']:.0f} images/s, nvImageCodec "
             f"{'not available' if nv is None else f'{nv:.0f} images/s'}.\n"
         )
-    for key, title in (
-        ("served_two_engines", "`RESNET_ENGINES=2`, two engines on the one GPU"),
-        ("served_nvimgcodec", "`RESNET_DECODER=nvimgcodec`"),
-        ("served_two_batches_in_flight", "`RESNET_BATCHES_IN_FLIGHT=2`"),
-        ("served_engine_in_each_worker", "the old topology (a CUDA engine in each front worker)"),
-    ):
+    old = {"served_engine_in_each_worker": "the old topology (a CUDA engine in each front worker)"}
+    for key, title in (g.get("variants", {}) | old).items():
         if g.get(key):
             out += f"\nServed with {title}:\n\n{table(g[key], GPU_HTTP)}\n"
     return out

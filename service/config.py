@@ -57,6 +57,7 @@ class Settings:
     providers: tuple[str, ...] = field(default_factory=lambda: _list("PROVIDERS", f"{CUDA},CPUExecutionProvider"))
     require_gpu: bool = field(default_factory=lambda: _env("REQUIRE_GPU", "0") == "1")
     tf32: bool = field(default_factory=lambda: _env("TF32", "0") == "1")
+    cuda_nhwc: bool = field(default_factory=lambda: _env("CUDA_NHWC", "0") == "1")  # the CUDA provider's prefer_nhwc
     gpu_mem_limit_mb: int = field(default_factory=lambda: int(_env("GPU_MEM_LIMIT_MB", "0")))  # per engine; 0: none
     runtime: str = field(default_factory=lambda: _env("RUNTIME", "auto"))  # CPU: auto, onnxruntime, openvino-*
     ort_threads: int = field(default_factory=lambda: int(_env("ORT_THREADS", "0")))  # 0: the CPUs this process may use
@@ -65,6 +66,7 @@ class Settings:
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
     batches_in_flight: int = field(default_factory=lambda: int(_env("BATCHES_IN_FLIGHT", "1")))  # per engine
+    switch_interval_ms: float = field(default_factory=lambda: float(_env("SWITCH_INTERVAL_MS", "5")))  # GIL, engines
     engines: int = field(default_factory=_engines)  # 0: the model runs in the front's process
     front_workers: int = field(default_factory=_front_workers)
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
@@ -102,7 +104,7 @@ class Settings:
         """Threads per pool for a serving process of ``role`` (contract/threads.py), sharing the CPUs with the
         role's other workers on the host; RESNET_ORT_THREADS honoured."""
         workers = max(1, self.engines) if role == "engine" else self.front_workers
-        return ThreadPlan.make(role, self.ort_threads, processes=workers)
+        return ThreadPlan.make(role, self.ort_threads, processes=workers, switch_ms=self.switch_interval_ms)
 
     def request_layers(self) -> dict:
         """BentoML's per-request layers (access log, OpenTelemetry spans) off the hot path unless asked for."""

@@ -291,6 +291,7 @@ def test_the_gpu_memory_budget_is_shared_by_a_models_fixed_batch_sessions(monkey
         "gpu_mem_limit": str(64 * 2**20),
     }
     assert "gpu_mem_limit" not in Cuda().options(), "0: onnxruntime's default"
+    assert Cuda(nhwc=True).options()["prefer_nhwc"] == "1" and "prefer_nhwc" not in Cuda().options()
     made = []
     real = sessions.make_session
     monkeypatch.setattr(sessions, "make_session", lambda *args: made.append(args[-1]) or real(*args))

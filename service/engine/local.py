@@ -43,7 +43,7 @@ class LocalEngine:
         self.settings, self.threads = settings, threads  # the process's thread plan's runtime share
         self.size = settings.max_batch_size if settings.batching else 1
         # the engine's GPU memory budget, shared evenly by the models it starts with
-        self.cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(tags))
+        self.cuda = Cuda(device, settings.tf32, settings.gpu_mem_limit_mb * 2**20 // len(tags), settings.cuda_nhwc)
         self.models: dict[str, Model] = {}  # by store tag, name:version
         self.retiring: dict[str, asyncio.TimerHandle] = {}
         warmed = 0

@@ -26,6 +26,7 @@ class Cuda:
     device: int = 0
     tf32: bool = False
     mem_limit: int = 0  # bytes for one session's arena; 0: onnxruntime's default (unbounded)
+    nhwc: bool = False  # cuDNN's channels-last convolutions (``prefer_nhwc``), 1.2–1.3× in process on an H200
 
     def options(self) -> dict[str, str]:
         options = {
@@ -34,6 +35,7 @@ class Cuda:
             "use_tf32": str(int(self.tf32)),
             "arena_extend_strategy": "kSameAsRequested",
         }
+        options |= {"prefer_nhwc": "1"} if self.nhwc else {}
         return options | ({"gpu_mem_limit": str(self.mem_limit)} if self.mem_limit else {})
 
 
