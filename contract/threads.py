@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,20 +72,16 @@ class ThreadPlan:
     blas: int  # numpy's BLAS (OpenBLAS, MKL)
     openmp: int
     decode: int  # the loop's default executor (decoding, file locks, loads): asyncio's rule, on these CPUs
-    switch_ms: float = 5.0  # the GIL's switch interval (Python's default): how long a thread may wait for it
 
     @classmethod
-    def make(
-        cls, role: str, runtime_threads: int = 0, cpus: int | None = None, processes: int = 1, switch_ms: float = 5.0
-    ) -> "ThreadPlan":
+    def make(cls, role: str, runtime_threads: int = 0, cpus: int | None = None, processes: int = 1) -> "ThreadPlan":
         """The plan for one of ``processes`` alike (a role's workers share the CPUs); ``runtime_threads``
-        (RESNET_ORT_THREADS) overrides the runtime's share when set; ``switch_ms``, where a model runs."""
+        (RESNET_ORT_THREADS) overrides the runtime's share when set."""
         if role not in ROLES:
             raise ValueError(f"thread plan role {role!r}: expected one of {', '.join(ROLES)}")
         cpus = max(1, (cpus or usable_cpus()) // max(1, processes))
         runtime = 0 if role == "front" else runtime_threads or cpus
-        switch_ms = 5.0 if role == "front" else switch_ms
-        return cls(role, cpus, runtime, blas=1, openmp=1, decode=min(32, cpus + 4), switch_ms=switch_ms)
+        return cls(role, cpus, runtime, blas=1, openmp=1, decode=min(32, cpus + 4))
 
     def apply(self, log: logging.Logger) -> list[dict]:
         """Put the plan in force for the libraries loaded now and later, and log it with threadpoolctl's report
@@ -97,7 +92,6 @@ class ThreadPlan:
             os.environ[var] = str(self.openmp if var == "OMP_NUM_THREADS" else self.blas)
         threadpool_limits(limits=self.blas, user_api="blas")
         threadpool_limits(limits=self.openmp, user_api="openmp")
-        sys.setswitchinterval(self.switch_ms / 1e3)
         keys = ("user_api", "internal_api", "num_threads")
         pools = [{k: pool[k] for k in keys} for pool in threadpool_info()]
         log.warning("%s %s", PLAN_LOGGED, json.dumps({**asdict(self), "pid": os.getpid(), "pools": pools}))

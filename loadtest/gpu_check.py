@@ -147,15 +147,13 @@ def sweep(url, files: list[Path], seconds: float, model: str, results: Results, 
 VARIANTS = {  # served beside the default configuration, most wanted first: key → (title, environment)
     "served_two_engines": ("`RESNET_ENGINES=2`, two engines on the one GPU", {"RESNET_ENGINES": "2"}),
     "served_two_batches_in_flight": ("`RESNET_BATCHES_IN_FLIGHT=2`", {"RESNET_BATCHES_IN_FLIGHT": "2"}),
-    "served_switch_interval": ("`RESNET_SWITCH_INTERVAL_MS=0.5`", {"RESNET_SWITCH_INTERVAL_MS": "0.5"}),
     "served_nhwc": ("`RESNET_CUDA_NHWC=1`", {"RESNET_CUDA_NHWC": "1"}),
     "served_nvimgcodec": ("`RESNET_DECODER=nvimgcodec`", {"RESNET_DECODER": "nvimgcodec"}),
     "served_together": (
-        "two engines, two batches in flight, a 0.5 ms switch interval and NHWC together",
+        "two engines, two batches in flight and NHWC together",
         {
             "RESNET_ENGINES": "2",
             "RESNET_BATCHES_IN_FLIGHT": "2",
-            "RESNET_SWITCH_INTERVAL_MS": "0.5",
             "RESNET_CUDA_NHWC": "1",
         },
     ),

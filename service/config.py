@@ -66,7 +66,6 @@ class Settings:
     max_batch_size: int = field(default_factory=lambda: int(_env("MAX_BATCH_SIZE", "32")))
     max_latency_ms: int = field(default_factory=lambda: int(_env("MAX_LATENCY_MS", "1000")))
     batches_in_flight: int = field(default_factory=lambda: int(_env("BATCHES_IN_FLIGHT", "1")))  # per engine
-    switch_interval_ms: float = field(default_factory=lambda: float(_env("SWITCH_INTERVAL_MS", "5")))  # GIL, engines
     engines: int = field(default_factory=_engines)  # 0: the model runs in the front's process
     front_workers: int = field(default_factory=_front_workers)
     max_concurrency: int = field(default_factory=lambda: int(_env("MAX_CONCURRENCY", "64")))
@@ -104,7 +103,7 @@ class Settings:
         """Threads per pool for a serving process of ``role`` (contract/threads.py), sharing the CPUs with the
         role's other workers on the host; RESNET_ORT_THREADS honoured."""
         workers = max(1, self.engines) if role == "engine" else self.front_workers
-        return ThreadPlan.make(role, self.ort_threads, processes=workers, switch_ms=self.switch_interval_ms)
+        return ThreadPlan.make(role, self.ort_threads, processes=workers)
 
     def request_layers(self) -> dict:
         """BentoML's per-request layers (access log, OpenTelemetry spans) off the hot path unless asked for."""

@@ -2,7 +2,6 @@
 real serving workers, as threadpoolctl reports from inside them."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from contract.threads import PLAN_LOGGED, ThreadPlan, cgroup_quota, usable_cpus
-from service.config import Settings, engine_device
+from service.config import engine_device
 from tests.conftest import IMAGES, ROOT
 from tests.server import DEFAULT, import_models, serve
 
@@ -65,21 +64,6 @@ def test_roles_and_the_runtime_setting() -> None:
     assert ThreadPlan.make("in-process", cpus=4, processes=2).runtime == 2  # two workers, each with a model
     with pytest.raises(ValueError, match="role"):
         ThreadPlan.make("everything")
-
-
-def test_the_gil_switch_interval_is_the_model_processes_setting(monkeypatch) -> None:
-    """RESNET_SWITCH_INTERVAL_MS: how long an engine's model thread may wait for the GIL its event loop holds; a
-    front, where no model runs, keeps Python's 5 ms."""
-    monkeypatch.setenv("RESNET_SWITCH_INTERVAL_MS", "0.5")
-    assert Settings().thread_plan("engine").switch_ms == 0.5
-    assert ThreadPlan.make("in-process", cpus=2, switch_ms=0.5).switch_ms == 0.5
-    assert ThreadPlan.make("front", cpus=2, switch_ms=0.5).switch_ms == 5.0
-    before = sys.getswitchinterval()
-    try:
-        ThreadPlan.make("engine", cpus=1, switch_ms=0.5).apply(logging.getLogger("test"))
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
-    finally:
-        sys.setswitchinterval(before)
 
 
 def plans(log: Path) -> list[dict]:
