@@ -8,8 +8,10 @@ served with RESNET_REQUIRE_GPU=1 as `make serve` runs them on a GPU host (one en
 front workers), and driven over HTTP by wrk (loadtest/wrk.py) with real JPEG photos (longer side 500 px)
 at 1–256 clients: at each point the p99, the fronts' and the engines' CPU per request (from /proc) and
 the GPU's utilisation (nvidia-smi); fp16 first, the fast path. With --old-topology, a CUDA engine inside
-each of half the cores' front workers is measured too. Writes OUT/gpu.json after every point (a run cut short
-keeps what it measured), which `make bench` folds into BENCHMARKS.md once copied to docs/gpu_check.json.
+each of half the cores' front workers is measured too. With --paired KEY, only the default and that one
+of VARIANTS are served, both up at once and driven in turn for --rounds rounds, so that each ratio is
+paired within a round. Writes OUT/gpu.json after every point (a run cut short keeps what it measured),
+which `make bench` folds into BENCHMARKS.md once copied to docs/gpu_check.json.
 ``--allow-cpu`` is the dry run on a CPU host (the same topology, forced with RESNET_ENGINES=1).
 """
 
@@ -21,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -130,18 +132,23 @@ def engine_figures(before: dict, after: dict, seconds: float, requests: int) -> 
     }
 
 
+def point(url, files: list[Path], seconds: float, model: str, clients: int) -> dict:
+    """wrk at one client count: p99, the fronts' and engines' CPU per request, the engine's figures, GPU use."""
+    pids = roles(url.pid)
+    before, counted, t = {role: cpu_seconds(p) for role, p in pids.items()}, engine_counters(url), time.monotonic()
+    with gpu_utilisation() as samples:
+        row = wrk.run(url, files, clients, seconds, policy="crop", model=model)
+    row |= engine_figures(counted, engine_counters(url), time.monotonic() - t, row["requests"])
+    for role, p in pids.items():
+        row[f"{role}_cpu_ms"] = (cpu_seconds(p) - before[role]) * 1e3 / max(1, row["requests"])
+    return {"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None}
+
+
 def sweep(url, files: list[Path], seconds: float, model: str, results: Results, key: str, clients: list[int]) -> None:
-    """wrk at each client count (after a warm-up): p99, the fronts' and engines' CPU per request, GPU use."""
+    """A point at each client count, after a warm-up."""
     wrk.run(url, files, clients[0], min(2.0, seconds), policy="crop", model=model)
     for n in clients:
-        pids = roles(url.pid)
-        before, counted, t = {role: cpu_seconds(p) for role, p in pids.items()}, engine_counters(url), time.monotonic()
-        with gpu_utilisation() as samples:
-            row = wrk.run(url, files, n, seconds, policy="crop", model=model)
-        row |= engine_figures(counted, engine_counters(url), time.monotonic() - t, row["requests"])
-        for role, p in pids.items():
-            row[f"{role}_cpu_ms"] = (cpu_seconds(p) - before[role]) * 1e3 / max(1, row["requests"])
-        results.add(key, {"model": model, **row, "gpu_utilisation": statistics.mean(samples) if samples else None})
+        results.add(key, point(url, files, seconds, model, n))
 
 
 VARIANTS = {  # served beside the default configuration, most wanted first: key → (title, environment)
@@ -179,6 +186,11 @@ def served(out: Path, env: dict, images: list[bytes], files: list[Path], seconds
         with serve("service.service:Classifier", {**env, **extra}, out / f"server-{key}.log") as url:
             results.setdefault("variant_startup_s", {})[key] = time.perf_counter() - started
             sweep(url, files, seconds, "resnet50-fp16", results, key, results.clients[-3:])
+    decode_rates(out, env, files, results)
+
+
+def decode_rates(out: Path, env: dict, files: list[Path], results: Results) -> None:
+    """Decode + crop resize alone, one thread, with Pillow and nvImageCodec (service.bench)."""
     fp16 = out / "models" / "resnet50-fp16"
     subprocess.run(
         [sys.executable, "-m", "service.bench", str(out / "decode.json"), str(fp16), *map(str, files)],
@@ -197,19 +209,51 @@ def old_topology(out: Path, env: dict, files: list[Path], seconds: float, result
         sweep(url, files, seconds, "resnet50-fp16", results, "served_engine_in_each_worker", results.clients)
 
 
+def paired(out: Path, env: dict, files: list[Path], seconds: float, results: Results, key: str, rounds: int) -> None:
+    """The default configuration and one of VARIANTS up at once, driven in turn (the order rotating each round) at
+    each client count, fp16: the variant's images/s over the default's, paired within each round (servers started
+    in turn differed by more than the variants did)."""
+    title, extra = VARIANTS[key]
+    results["paired_title"], name = title, "resnet50-fp16"
+    with ExitStack() as stack:
+        servers = {
+            side: stack.enter_context(serve("service.service:Classifier", cfg, out / f"server-paired-{side}.log"))
+            for side, cfg in (("default", env), ("variant", {**env, **extra}))
+        }
+        for url in servers.values():
+            wrk.run(url, files, results.clients[0], min(2.0, seconds), policy="crop", model=name)
+        for r in range(rounds):
+            for side in list(servers)[r % 2 :] + list(servers)[: r % 2]:
+                for n in results.clients:
+                    results.add("paired", {"side": side, "round": r, **point(servers[side], files, seconds, name, n)})
+    results["paired_ratios"] = paired_ratios(results["paired"])
+    results.save()
+
+
+def paired_ratios(rows: list[dict]) -> dict[int, float]:
+    """Per client count: the median over rounds of the variant's images/s over the default's."""
+    by = {(r["round"], r["concurrency"], r["side"]): r["images_per_s"] for r in rows}
+    ratios: dict[int, list[float]] = {}
+    for (rnd, n, side), rate in by.items():
+        if side == "variant" and (rnd, n, "default") in by:
+            ratios.setdefault(n, []).append(rate / by[(rnd, n, "default")])
+    return {n: statistics.median(v) for n, v in sorted(ratios.items())}
+
+
 def report(result: dict) -> None:
     keys = ("card", "served_providers", "served_agreement", "varying_batches", "decode_images_per_s")
-    keys += ("served_startup_s", "served_engine_gpu_mib", "served_engine_gpu_mib_after_load")
+    keys += ("served_startup_s", "served_engine_gpu_mib", "served_engine_gpu_mib_after_load", "paired_ratios")
     print(json.dumps({k: result.get(k) for k in keys}))
     for r in result["inprocess"] + (result["cuda_levers"] or []):
         print(
             f"in process  {r.get('engine', r.get('lever')):38s} batch {r['batch']:4d}  "
             f"{r.get('images_per_s', float('nan')):9.1f} images/s  {r.get('error', '')}"
         )
-    for key in ("served", *VARIANTS, "served_engine_in_each_worker"):
+    for key in ("served", *VARIANTS, "paired", "served_engine_in_each_worker"):
         for r in result.get(key, []):
+            where = f"{key} {r.get('side', '')}{r.get('round', '')}"
             print(
-                f"{key:28s} {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
+                f"{where:30s} {r['model']:14s} clients {r['concurrency']:4d}  {r['images_per_s']:8.1f} images/s  "
                 f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}+{r['socket_errors']}  "
                 f"wrk CPU {r['client_cpu_ms']:.2f} ms/request  front CPU {r['front_cpu_ms']:.2f}  "
                 f"engine CPU {r['engine_cpu_ms']:.2f}  GPU {r['gpu_utilisation']}  batch {r['engine_batch']:.1f}  "
@@ -225,6 +269,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32,128,256")
     parser.add_argument("--clients", default="1,8,32,128,256", help="wrk's client counts (the last 3 for variants)")
     parser.add_argument("--served-only", action="store_true", help="in process: parity only, not the throughput")
+    parser.add_argument("--paired", choices=list(VARIANTS), help="only this variant beside the default, in rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="--paired's rounds")
     parser.add_argument("--old-topology", action="store_true", help="also serve a CUDA engine in each front worker")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -254,7 +300,11 @@ def main() -> None:
     inprocess = json.loads((out / "inprocess.json").read_text())
     clients = [int(c) for c in args.clients.split(",")]
     results = Results(out / "gpu.json", clients, **inprocess, machine=machine(), served_env=env)
-    served(out, env, images, files, args.seconds, results)
+    if args.paired:
+        decode_rates(out, env, files, results)
+        paired(out, env, files, args.seconds, results, args.paired, args.rounds)
+    else:
+        served(out, env, images, files, args.seconds, results)
     if args.old_topology:
         old_topology(out, env, files, args.seconds, results)
     results["seconds"] = time.perf_counter() - started

@@ -140,4 +140,18 @@ def gpu_extras(g: dict) -> str:
     for key, title in (g.get("variants", {}) | old).items():
         if g.get(key):
             out += f"\nServed with {title}:\n\n{table(g[key], GPU_HTTP)}\n"
-    return out
+    return out + paired_part(g)
+
+
+def paired_part(g: dict) -> str:
+    """`--paired`: the default and one variant up at once, driven in turn in rounds; the medians of the ratios."""
+    if not (ratios := g.get("paired_ratios")):
+        return ""
+    rounds = 1 + max(r["round"] for r in g["paired"])
+    rows = [{"concurrency": int(n), "ratio": v} for n, v in ratios.items()]
+    cols = [("concurrency", "clients", "d"), ("ratio", "images/s, variant ÷ default (median)", ".2f")]
+    points = table(g["paired"], [("side", "server", "s"), *GPU_HTTP])
+    return (
+        f"\nServed with {g['paired_title']} beside the default configuration, both up at once and driven in turn, "
+        f"{rounds} rounds (fp16):\n\n{table(rows, cols)}\n\n{points}\n"
+    )

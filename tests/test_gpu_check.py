@@ -8,7 +8,7 @@ import numpy as np
 from export.gpu_check import bound_runner
 from export.parity import images
 from export.session import session
-from loadtest.gpu_check import engine_figures
+from loadtest.gpu_check import engine_figures, paired_ratios
 from loadtest.gpu_report import gpu_section
 from tests.conftest import ROOT
 from tests.server import DEFAULT
@@ -35,3 +35,11 @@ def test_the_gpu_report_shows_every_variant_served() -> None:
     text = gpu_section(ROOT / "docs" / "gpu_check.json")
     assert g["variants"] and all(f"Served with {title}:" in text for title in g["variants"].values())
     assert "| images / model call |" in text and "fp16 served at 128 clients" in text
+
+
+def test_paired_ratios_pair_each_round_and_take_the_median() -> None:
+    rates = {(0, "default"): 100.0, (0, "variant"): 110.0, (1, "variant"): 90.0, (1, "default"): 100.0}
+    rates |= {(2, "default"): 50.0, (2, "variant"): 60.0}
+    rows = [{"round": r, "concurrency": 32, "side": side, "images_per_s": v} for (r, side), v in rates.items()]
+    rows.append({"round": 0, "concurrency": 128, "side": "default", "images_per_s": 200.0})
+    assert paired_ratios(rows) == {32: 1.1}  # 1.1, 0.9, 1.2; 128 has no pair
