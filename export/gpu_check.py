@@ -197,14 +197,13 @@ def main() -> None:
             sys.exit(f"{name}: onnxruntime offers CUDA but the session fell back to {s.get_providers()}")
     timed = {k: s for k, s in r50.items() if "CUDA" in k} or r50
     speed = has_cuda and not args.no_speed
+    batches = [int(b) for b in args.batches.split(",")]
     result = {
         "card": card(),
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
         "parity": {"resnet50": parity(model, r50, device), "shapes-resnet10": parity(shapes, default, device)},
-        "inprocess": []
-        if args.no_speed
-        else throughput(model, timed, device, [int(b) for b in args.batches.split(",")]),
+        "inprocess": [] if args.no_speed else throughput(model, timed, device, batches),
         "varying_batches": varying_batches(folder / "resnet50" / "model.onnx") if speed else None,
         "cuda_levers": cuda_levers(folder / "resnet50-fp16" / "model.onnx", [64, 128, 256]) if speed else None,
     }

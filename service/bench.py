@@ -49,7 +49,7 @@ def pipeline(runner: Runner, entry: Entry, data: list[bytes], policy: str, runs:
 
 def decode_rates(entry: Entry, data: list[bytes], runs: int = 3) -> dict[str, float | None]:
     """Images/s of decode + resize alone (``crop``, one thread), with Pillow and, where it loads, nvImageCodec; each
-    after an untimed pass (nvImageCodec's first decode sets up the card: it once put the rate at 17 images/s)."""
+    after an untimed pass, since nvImageCodec's first decode sets up the card."""
     limits, pre, rates = ImageLimits.of(Settings(), entry.meta.min_input_size), entry.meta.preprocessing, {}
     for name in ("pillow", "nvimgcodec"):
         jpeg = jpeg_decoder(name)

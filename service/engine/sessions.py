@@ -26,7 +26,7 @@ class Cuda:
     device: int = 0
     tf32: bool = False
     mem_limit: int = 0  # bytes for one session's arena; 0: onnxruntime's default (unbounded)
-    nhwc: bool = False  # cuDNN's channels-last convolutions (``prefer_nhwc``), 1.2–1.3× in process on an H200
+    nhwc: bool = False  # cuDNN's channels-last convolutions (``prefer_nhwc``): faster where the GPU is the limit
 
     def options(self) -> dict[str, str]:
         options = {
