@@ -158,11 +158,7 @@ VARIANTS = {  # served beside the default configuration, most wanted first: key 
     "served_nvimgcodec": ("`RESNET_DECODER=nvimgcodec`", {"RESNET_DECODER": "nvimgcodec"}),
     "served_together": (
         "two engines, two batches in flight and NHWC together",
-        {
-            "RESNET_ENGINES": "2",
-            "RESNET_BATCHES_IN_FLIGHT": "2",
-            "RESNET_CUDA_NHWC": "1",
-        },
+        {"RESNET_ENGINES": "2", "RESNET_BATCHES_IN_FLIGHT": "2", "RESNET_CUDA_NHWC": "1"},
     ),
 }
 
@@ -213,8 +209,8 @@ def paired(out: Path, env: dict, files: list[Path], seconds: float, results: Res
     """The default configuration and one of VARIANTS up at once, driven in turn (the order rotating each round) at
     each client count, fp16: the variant's images/s over the default's, paired within each round (servers started
     in turn differed by more than the variants did)."""
-    title, extra = VARIANTS[key]
-    results["paired_title"], name = title, "resnet50-fp16"
+    name, (title, extra) = "resnet50-fp16", VARIANTS[key]
+    results["paired_title"] = title
     with ExitStack() as stack:
         servers = {
             side: stack.enter_context(serve("service.service:Classifier", cfg, out / f"server-paired-{side}.log"))

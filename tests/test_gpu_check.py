@@ -9,7 +9,7 @@ from export.gpu_check import bound_runner
 from export.parity import images
 from export.session import session
 from loadtest.gpu_check import engine_figures, paired_ratios
-from loadtest.gpu_report import gpu_section
+from loadtest.gpu_report import gpu_section, paired_part
 from tests.conftest import ROOT
 from tests.server import DEFAULT
 
@@ -43,3 +43,5 @@ def test_paired_ratios_pair_each_round_and_take_the_median() -> None:
     rows = [{"round": r, "concurrency": 32, "side": side, "images_per_s": v} for (r, side), v in rates.items()]
     rows.append({"round": 0, "concurrency": 128, "side": "default", "images_per_s": 200.0})
     assert paired_ratios(rows) == {32: 1.1}  # 1.1, 0.9, 1.2; 128 has no pair
+    g = {"paired": rows, "paired_ratios": {"32": 1.1}, "paired_title": "`RESNET_ENGINES=2`"}  # as gpu.json keeps it
+    assert "`RESNET_ENGINES=2` beside the default configuration" in paired_part(g) and "| 32 | 1.10 |" in paired_part(g)
