@@ -101,7 +101,7 @@ def main() -> None:
     real = workload.measure(OUT, MODELS / "resnet50", args.seconds, rounds=3)
     copies = shadow.measure(OUT, MODELS, args.seconds, rounds=3)
     met = workload.targets(real) + targets.every(inproc, series, points, soak_result, cost) + runtimes.targets(on_cpu)
-    met += targets.telemetry(telemetry) + shadow.targets(copies)
+    met += targets.telemetry(telemetry) + shadow.targets(copies) + wire.targets(wires)
     report.write(inproc, pipeline, series, points, cost, met, args.seconds, on_cpu, telemetry, wires, real, copies)
     summary = {"targets": met, "series": series, "points": points, "soak": soak_result, "overhead": cost}
     summary["telemetry_us"], summary["wire"], summary["workload"] = telemetry, wires, real

@@ -5,6 +5,7 @@ server CPU-ms per request side by side, rounds interleaved, one client at a time
 """
 
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from .overhead import DEFAULT, _store
 from .server import serve
 
 MODEL = DEFAULT.name
+SERVICE, BARE = "the service", "the wires alone"
+HTTP, GRPC = "HTTP (binary tensors)", "gRPC"
 
 
 def requests_for(module, photo: bytes, model: str = MODEL) -> list[tuple[str, str, list]]:
@@ -37,44 +40,73 @@ def cpu_ms(pids: list[int], call: Callable[[], object], count: int) -> float:
 
 
 def measure(out: Path, photo: bytes, count: int = 400, rounds: int = 5) -> dict:
-    """Median server CPU-ms per request of each (request, wire), over interleaved rounds."""
+    """Median server CPU-ms per request of each (server, request, wire), over interleaved rounds: the service, and
+    the wires alone (loadtest/bare.py) given the same requests."""
     home = out / "wire-home"
     _store(home)
     env = {"BENTOML_HOME": str(home), "RESNET_MODELS": f"{MODEL}:latest", "RESNET_RUNTIME": "onnxruntime"}
-    with serve("service.service:Classifier", env, out / "wire.log") as url:
-        clients = {
-            "HTTP (binary tensors)": (triton_http, triton_http.InferenceServerClient(url.split("//")[1])),
-            "gRPC": (triton_grpc, triton_grpc.InferenceServerClient(url.grpc)),
-        }
-        pids, samples = tree(url.pid), {}
-        for module, client in clients.values():
-            for _, model, inputs in requests_for(module, photo):
-                for _ in range(50):  # warm
-                    client.infer(model, inputs)
+    bare = [sys.executable, "-m", "loadtest.bare"]
+    with (
+        serve("service.service:Classifier", env, out / "wire.log") as url,
+        serve("bare", {}, out / "wire-bare.log", command=bare, ready_path="/v2/health/ready") as alone,
+    ):
+        servers = {side: (u, tree(u.pid), _clients(u)) for side, u in ((SERVICE, url), (BARE, alone))}
+        for _, _, clients in servers.values():
+            for module, client in clients.values():
+                for _, model, inputs in requests_for(module, photo):
+                    for _ in range(50):  # warm
+                        client.infer(model, inputs)
+        samples: dict = {}
         for _ in range(rounds):
-            for wire, (module, client) in clients.items():
-                for what, model, inputs in requests_for(module, photo):
-                    cost = cpu_ms(pids, lambda m=model, i=inputs, c=client: c.infer(m, i), count)
-                    samples.setdefault(what, {}).setdefault(wire, []).append(cost)
-    return {what: {wire: statistics.median(v) for wire, v in row.items()} for what, row in samples.items()}
+            for side, (_, pids, clients) in servers.items():
+                for wire, (module, client) in clients.items():
+                    for what, model, inputs in requests_for(module, photo):
+                        cost = cpu_ms(pids, lambda m=model, i=inputs, c=client: c.infer(m, i), count)
+                        samples.setdefault(side, {}).setdefault(what, {}).setdefault(wire, []).append(cost)
+    return {
+        side: {what: {wire: statistics.median(v) for wire, v in row.items()} for what, row in found.items()}
+        for side, found in samples.items()
+    }
+
+
+def _clients(url) -> dict:
+    return {
+        HTTP: (triton_http, triton_http.InferenceServerClient(url.split("//")[1])),
+        GRPC: (triton_grpc, triton_grpc.InferenceServerClient(url.grpc)),
+    }
+
+
+def targets(result: dict) -> list[tuple[str, float, float]]:
+    """#32's: gRPC costs the server no more than HTTP with binary tensors, for the same calls."""
+    return [
+        (f"gRPC server CPU per request ≤ 1.0× HTTP binary, {what} (HTTP / gRPC)", row[HTTP] / row[GRPC], 1.0)
+        for what, row in result[SERVICE].items()
+    ]
 
 
 def section(result: dict) -> str:
-    rows = "\n".join(
-        f"| {what} | {row['HTTP (binary tensors)']:.2f} | {row['gRPC']:.2f} | "
-        f"{row['gRPC'] / row['HTTP (binary tensors)']:.2f}× |"
-        for what, row in result.items()
-    )
+    def rows(side: str) -> str:
+        return "\n".join(
+            f"| {side} | {what} | {row[HTTP]:.2f} | {row[GRPC]:.2f} | {row[GRPC] / row[HTTP]:.2f}× |"
+            for what, row in result[side].items()
+        )
+
+    gaps = {side: statistics.median(r[GRPC] - r[HTTP] for r in result[side].values()) for side in result}
     return f"""
 ## The Open Inference Protocol: HTTP against gRPC
 
 The same requests to the default model through Triton's clients (`tritonclient.http` with binary tensors,
 `tritonclient.grpc`), one at a time; server CPU-ms per request (every process of the server, from /proc),
-the median of 5 interleaved rounds of 400:
+the median of 5 interleaved rounds of 400. Beside the service, the wires alone (`loadtest/bare.py`: uvicorn and
+grpcio's asyncio server in one event loop, as the front runs them, answering every request with a canned reply):
 
-| request | HTTP | gRPC | gRPC / HTTP |
-|---|---:|---:|---:|
-{rows}
+| server | request | HTTP | gRPC | gRPC / HTTP |
+|---|---|---:|---:|---:|
+{rows(SERVICE)}
+{rows(BARE)}
+
+gRPC costs the service {gaps[SERVICE]:.2f} CPU-ms per request more than HTTP; the wires alone differ by
+{gaps[BARE]:.2f} ms before any of this project's code runs.
 """
 
 

@@ -1,12 +1,14 @@
 """`make bench`'s arithmetic: ratios paired within a round, and the floor they are taken against."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from loadtest.overhead import paired
 from service import bench
-from tests.conftest import IMAGES
+from tests.conftest import IMAGES, ROOT
 from tests.server import DEFAULT
 
 
@@ -31,3 +33,28 @@ def test_the_floor_alone_is_measured_on_real_images(tmp_path) -> None:
     found = json.loads(out.read_text())
     assert found.keys() == {"model", "images", "cpu_floor_ms"} and found["images"] == 2
     assert min(found["cpu_floor_ms"]["crop"], found["cpu_floor_ms"]["full"]) > 0
+
+
+WIRE = """
+import json, sys
+from pathlib import Path
+from loadtest import wire
+from loadtest.drive import photos
+found = wire.measure(Path(sys.argv[1]), photos(sizes=(320,))[0], count=400, rounds=1)
+print(json.dumps({"found": found, "targets": wire.targets(found), "section": wire.section(found)}))
+"""
+
+
+@pytest.mark.slow
+def test_the_wire_part_measures_the_service_and_the_bare_wires(tmp_path) -> None:
+    """In a process of its own: tritonclient.grpc's messages cannot share one with kserve's (tests/grpc_client.py)."""
+    run = subprocess.run([sys.executable, "-c", WIRE, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.splitlines()[-1])
+    service, bare = got["found"]["the service"], got["found"]["the wires alone"]
+    assert service.keys() == bare.keys() == {"image model, one JPEG", "tensor model, 112×160 pixels"}
+    for what, row in service.items():
+        for wire in ("HTTP (binary tensors)", "gRPC"):
+            assert 0 < bare[what][wire] < row[wire], f"{what} over {wire}: the bare server does no work"
+    assert [t[1] for t in got["targets"]] == [r["HTTP (binary tensors)"] / r["gRPC"] for r in service.values()]
+    assert "| the wires alone | tensor model, 112×160 pixels |" in got["section"]
