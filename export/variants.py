@@ -62,29 +62,28 @@ def amx_weights(model: onnx.ModelProto, zero_point: int = 1) -> dict:
     return overrides
 
 
-def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], amx: bool | None = None) -> dict:
+def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], amx: bool | None = None, **levers: object) -> dict:
     """Static QDQ quantisation: int8 per-channel weights, uint8 activations, min/max calibration; returns the
-    recipe (for the model's metadata). Each choice was measured on ResNet-50 (docs/int8_levers.md)."""
+    recipe (for the model's metadata). Each choice was measured on ResNet-50 (docs/int8_levers.md); ``levers``
+    (quantize_static's keywords: reduce_range, weight_type, quant_format) are what export/int8_levers.py tries."""
     amx = has_amx() if amx is None else amx
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         first_conv = next(i for i, n in enumerate(model.graph.node) if n.op_type == "Conv")
-        quantize_static(
-            str(pre),
-            str(dst),
-            _Reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,  # S8 activations fall back to slow kernels on x86
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=OPS,  # with Relu: no float requantise pair between a conv and the next
-            calibrate_method=CalibrationMethod.MinMax,  # percentile/entropy: no better here, entropy clips
+        options = {
+            "quant_format": QuantFormat.QDQ,
+            "per_channel": True,
+            "activation_type": QuantType.QUInt8,  # S8 activations fall back to slow kernels on x86
+            "weight_type": QuantType.QInt8,
+            "op_types_to_quantize": OPS,  # with Relu: no float requantise pair between a conv and the next
+            "calibrate_method": CalibrationMethod.MinMax,  # percentile/entropy: no better here, entropy clips
             # the in-graph preprocessing (cast, normalise, any per-image standardisation) stays float
-            nodes_to_exclude=[n.name for n in model.graph.node[:first_conv]],
-            extra_options={"TensorQuantOverrides": amx_weights(model)} if amx else {},
-        )
+            "nodes_to_exclude": [n.name for n in model.graph.node[:first_conv]],
+            "extra_options": {"TensorQuantOverrides": amx_weights(model)} if amx else {},
+        }
+        quantize_static(str(pre), str(dst), _Reader(calibration), **(options | levers))
     onnx.checker.check_model(onnx.load(str(dst)), full_check=True)
     return {
         "format": "QDQ",
@@ -94,4 +93,5 @@ def to_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], amx: bool |
         "ops": OPS,
         "calibration": "MinMax",
         "for": "AMX-INT8 CPUs" if amx else "VNNI CPUs",
+        **({"levers": {k: str(v) for k, v in levers.items()}} if levers else {}),
     }
