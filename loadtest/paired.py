@@ -4,8 +4,8 @@ model and photos, driven in turn in rounds (the order rotating), so that each ra
     python -m loadtest.paired OTHER_CHECKOUT [--model FOLDER] [--rounds 3] [--count 600] [--env KEY=VALUE ...]
 
 Per round and server: server CPU-ms per /classify request at 1 and 8 clients (every process of the server,
-from /proc), and per Open Inference Protocol request over HTTP (binary tensors) and gRPC, one client at a
-time. The figures are medians over the rounds; the ratios are this checkout's over the other's.
+from /proc) and its p50 latency, and per Open Inference Protocol request over HTTP (binary tensors) and gRPC, one
+client at a time. The figures are medians over the rounds; the ratios are this checkout's over the other's.
 """
 
 import argparse
@@ -29,9 +29,11 @@ CLIENTS = (1, 8)
 
 def measure_round(url, pids: list[int], bodies: list[bytes], model: str, count: int) -> dict[str, float]:
     """One round's server CPU-ms per request on one server, each measurement named."""
-    found = {
-        f"/classify, {c} client(s)": cpu_per_request(url, [url.pid], bodies, c, count)["server_cpu_ms"] for c in CLIENTS
-    }
+    found = {}
+    for c in CLIENTS:
+        point = cpu_per_request(url, [url.pid], bodies, c, count)
+        found[f"/classify, {c} client(s)"] = point["server_cpu_ms"]
+        found[f"/classify p50 ms, {c} client(s)"] = point["p50_ms"]
     for wire, module, client in (
         ("HTTP", triton_http, triton_http.InferenceServerClient(url.split("//")[1])),
         ("gRPC", triton_grpc, triton_grpc.InferenceServerClient(url.grpc)),
@@ -81,7 +83,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     extra = dict(kv.split("=", 1) for kv in args.env)
     result = compare(args.other.resolve(), args.model.resolve(), out, args.rounds, args.count, extra)
-    print(f"| server CPU-ms per request | before | after | after / before (paired median of {args.rounds}) |")
+    print(f"| server CPU-ms per request, or p50 ms | before | after | after / before (median of {args.rounds}) |")
     print("|---|---:|---:|---:|")
     for what, row in result.items():
         print(f"| {what} | {row['before']:.2f} | {row['after']:.2f} | {row['ratio']:.3f}× |")
