@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from tqdm import tqdm
 
@@ -58,6 +59,27 @@ def compare_engines(name: str, model: torch.nn.Module, onnx: dict[str, Path], si
                 }
             )
     return rows
+
+
+def flops_per_image(model: torch.nn.Module, size: int) -> float:
+    """Floating-point operations of one ``size``² image (torch's counter: two per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    return float(counter.get_total_flops())
+
+
+def sgemm_gflops(n: int = 2048) -> float:
+    """GFLOPS of one n×n fp32 matrix product in onnxruntime on its default threads, as the sessions here run: the
+    roof that the fp32 convolutions work under on this machine."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((n, n), np.float32), "w")
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "sgemm", io[:1], io[1:], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.ones((n, n), np.float32)
+    return 2 * n**3 / median_seconds(lambda: sess.run(None, {"x": x})) / 1e9
 
 
 def agreement(fp32: Path, int8: Path, n: int = 400) -> float:
@@ -129,6 +151,8 @@ def main(out: Path, photos: list[Path]) -> None:
         "int8_agreement_default": agreement(default["fp32"], default["int8"]),
         "int8_agreement_photos": agreement_photos(work / "resnet50", work / "resnet50-int8" / "model.onnx", photos),
         "photos": len(photos),
+        "resnet50_flops": flops_per_image(r50, 224),
+        "sgemm_gflops": sgemm_gflops(),
         "int8_recipe": contract.read(work / "resnet50-int8").quantization,
         "export_cost": export_cost("wide_resnet101_2", out / "export-cost"),
         "threads": torch.get_num_threads(),

@@ -5,7 +5,7 @@ from pathlib import Path
 from . import overhead, runtimes, shadow, wire, workload
 from .cpu import machine
 from .gpu_report import gpu_section
-from .tables import table, targets_table
+from .tables import roof_line, table, targets_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -124,6 +124,8 @@ warm-up (HTTP). These machines are shared and noisy: read the ratios, not the ab
 {table(inproc["rows"], COLS_IN)}
 
 {int8_line(inproc)}
+
+{roof_line(inproc)}
 
 Export of `{export_cost["variant"]}` (CLI, fp32, parity on 5 shapes, no reference statistics):
 {export_cost["seconds"]:.0f} s, peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import models
 from loadtest.overhead import paired
 from service import bench
 from tests.conftest import IMAGES, ROOT
@@ -58,3 +59,18 @@ def test_the_wire_part_measures_the_service_and_the_bare_wires(tmp_path) -> None
             assert 0 < bare[what][wire] < row[wire], f"{what} over {wire}: the bare server does no work"
     assert [t[1] for t in got["targets"]] == [r["HTTP (binary tensors)"] / r["gRPC"] for r in service.values()]
     assert "| the wires alone | tensor model, 112×160 pixels |" in got["section"]
+
+
+def test_the_roof_line_reads_resnet50s_flops_against_the_matrix_product() -> None:
+    from export.bench import flops_per_image, sgemm_gflops
+    from loadtest.tables import roof_line
+
+    flops = flops_per_image(models.create("resnet18").eval(), 224)
+    assert flops == pytest.approx(2 * 1.814e9, rel=0.01), "torchvision's 1.81 GMAC per image, two FLOPs each"
+    rows = [
+        {"model": "resnet50", "engine": e, "batch": 8, "images_per_s": ips}
+        for e, ips in (("onnxruntime fp32", 50.0), ("torch", 25.0))
+    ]
+    line = roof_line({"resnet50_flops": 8e9, "sgemm_gflops": 500.0, "rows": rows})
+    assert "8.0 GFLOP per 224² image" in line and "computes 400 GFLOPS and eager torch 200, against 500" in line
+    assert sgemm_gflops(256) > 0
