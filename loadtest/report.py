@@ -123,9 +123,7 @@ warm-up (HTTP). These machines are shared and noisy: read the ratios, not the ab
 
 {table(inproc["rows"], COLS_IN)}
 
-{int8_line(inproc)}
-
-{roof_line(inproc)}
+{int8_line(inproc)} {roof_line(inproc)}
 
 Export of `{export_cost["variant"]}` (CLI, fp32, parity on 5 shapes, no reference statistics):
 {export_cost["seconds"]:.0f} s, peak resident memory {export_cost["peak_rss_mb"]:.0f} MB.
