@@ -71,13 +71,13 @@ def flops_per_image(model: torch.nn.Module, size: int) -> float:
 
 
 def sgemm_gflops(n: int = 2048) -> float:
-    """GFLOPS of one n×n fp32 matrix product in onnxruntime on its default threads, as the sessions here run: the
+    """GFLOPS of one n×n fp32 matrix product in onnxruntime, in a session as the ones here (default threads): the
     roof that the fp32 convolutions work under on this machine."""
     weight = numpy_helper.from_array(np.random.default_rng(0).random((n, n), np.float32), "w")
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("x", "y")]
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "sgemm", io[:1], io[1:], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = session(model.SerializeToString())
     x = np.ones((n, n), np.float32)
     return 2 * n**3 / median_seconds(lambda: sess.run(None, {"x": x})) / 1e9
 

@@ -11,7 +11,6 @@ docs/int8_levers.md is the same study made by hand on a Xeon with AMX; docs/int8
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from contract.threads import ThreadPlan
 from .graph import INPUT
 from .parity import images
 from .pipeline import ExportSpec, calibration
-from .runtimes import PAUSE_S, compile_model, photo_variants
+from .runtimes import compile_model, photo_variants, timed
 from .session import session
 from .speed import machine
 from .variants import has_amx, to_int8
@@ -42,19 +41,6 @@ LEVERS: dict[str, dict] = {
 OPENVINO = "OpenVINO on the VNNI recipe's file"
 BATCHES = (1, 8)
 GENERATED = 192  # generated shapes for the top-1 agreement, beside the photos
-
-
-def timed(run, x: np.ndarray, min_time: float = 0.3) -> tuple[float, float]:
-    """(wall, CPU) seconds per call of ``run(x)``, each call followed by a pause as a server's calls are."""
-    run(x)
-    calls, cpu, wall, spent = 0, time.process_time(), time.perf_counter(), 0.0
-    while calls < 2 or time.perf_counter() - wall < min_time:
-        start = time.perf_counter()
-        run(x)
-        spent += time.perf_counter() - start
-        time.sleep(PAUSE_S)
-        calls += 1
-    return spent / calls, (time.process_time() - cpu) / calls
 
 
 def runners(folder: Path, work: Path, threads: int) -> dict[str, object]:
@@ -90,7 +76,7 @@ def study(folder: Path, photos: Path | None, rounds: int) -> dict:
             for batch in BATCHES:
                 x = images((batch, size, size), seed=7)
                 for name, call in run.items():  # fp32 first in every round: each ratio is paired within it
-                    timing[name][batch].append(timed(call, x))
+                    timing[name][batch].append(timed(call, x, min_time=0.3))
         checks = [images((32, size, size), seed=2026 + i) for i in range(GENERATED // 32)]
         pictures = [p[None] for p in photo_variants(photos, size)] if photos else []
         reference = [run["fp32"](x).argmax(1) for x in checks + pictures]

@@ -59,16 +59,23 @@ def photo_variants(folder: Path, side: int) -> list[np.ndarray]:
     return out
 
 
-def cpu_per_call(run, x: np.ndarray, min_time: float = 0.2) -> float:
-    """CPU seconds (every thread of this process) per call of ``run(x)``, each call followed by a pause as a
-    server's calls are: a runtime whose threads spin between calls pays for it here, as it would served."""
+def timed(run, x: np.ndarray, min_time: float = 0.2) -> tuple[float, float]:
+    """(wall, CPU) seconds per call of ``run(x)``, each call followed by a pause as a server's calls are: CPU of every
+    thread of this process, so a runtime whose threads spin between calls pays for it here, as it would served."""
     run(x)
-    calls, cpu, wall = 0, time.process_time(), time.perf_counter()
+    calls, cpu, wall, spent = 0, time.process_time(), time.perf_counter(), 0.0
     while calls < 2 or time.perf_counter() - wall < min_time:
+        start = time.perf_counter()
         run(x)
+        spent += time.perf_counter() - start
         time.sleep(PAUSE_S)
         calls += 1
-    return (time.process_time() - cpu) / calls
+    return spent / calls, (time.process_time() - cpu) / calls
+
+
+def cpu_per_call(run, x: np.ndarray, min_time: float = 0.2) -> float:
+    """CPU seconds per call of ``run(x)`` (``timed``)."""
+    return timed(run, x, min_time)[1]
 
 
 def _top1(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
